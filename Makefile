@@ -1,0 +1,39 @@
+# Two commands for a fresh machine (see README):  make demo  |  make test
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU PyTorch first: an unpinned torch resolves to a multi-GB CUDA build. Override on your machine,
+# e.g. `make test TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu"`.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: venv install install-dev system-deps demo test lint screenshots
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+venv: $(BIN)/python
+
+install: venv
+	$(BIN)/pip install -q $(TORCH_SPEC)
+	$(BIN)/pip install -q -e .
+
+install-dev: venv
+	$(BIN)/pip install -q $(TORCH_SPEC)
+	$(BIN)/pip install -q -e ".[testing]"
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+demo: install
+	bash scripts/demo.sh $(BIN)
+
+lint: install-dev
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/npe2 validate napari-brainseg
+
+test: system-deps install-dev lint
+	env -u QT_QPA_PLATFORM $(BIN)/python -m pytest
+
+screenshots: install-dev
+	env -u QT_QPA_PLATFORM xvfb-run -a -s "-screen 0 1400x1000x24" $(BIN)/python scripts/screenshots.py

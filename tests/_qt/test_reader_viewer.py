@@ -1,0 +1,72 @@
+"""End-to-end: open files through the plugin in a real viewer, save labels with the writer."""
+
+import nibabel as nib
+import numpy as np
+from pydicom.data import get_testdata_file
+
+from napari_brainseg.io import write_mat
+
+
+def test_colin27_opens_through_plugin(make_napari_viewer_proxy, colin_path, tmp_path):
+    viewer = make_napari_viewer_proxy()
+    layers = viewer.open(str(colin_path), plugin="napari-brainseg")
+    assert len(layers) == 1
+    layer = layers[0]
+    assert layer.data.shape == (181, 217, 181)
+    np.testing.assert_allclose(layer.scale, (1, 1, 1))
+    assert "affine" in layer.metadata and "native" in layer.metadata
+
+    # A labels layer made on the scan and saved through the plugin's writer lands on the scan grid.
+    labels = viewer.add_labels(np.zeros(layer.data.shape, np.uint8), name="mask",
+                               scale=layer.scale, metadata=layer.metadata)
+    labels.data[90, 100:110, 80:90] = 1
+    out = tmp_path / "mask.nii.gz"
+    written = labels.save(str(out), plugin="napari-brainseg")
+    assert written
+    back = nib.load(str(out))
+    native = nib.load(str(colin_path))
+    assert back.shape == native.shape
+    np.testing.assert_allclose(back.affine, native.affine)
+    assert int(np.asarray(back.dataobj).sum()) == 100
+
+
+def test_dicom_and_mat_open(make_napari_viewer_proxy, tmp_path):
+    viewer = make_napari_viewer_proxy()
+    (mr,) = viewer.open(get_testdata_file("MR_small.dcm"), plugin="napari-brainseg")
+    assert mr.data.shape == (64, 64)
+    img = np.random.default_rng(0).integers(0, 500, (32, 40)).astype(np.int16)
+    mask = np.zeros((32, 40), np.uint8)
+    mask[4:8, 4:8] = 1
+    write_mat(tmp_path / "7.mat", img, mask, label=3)
+    image, labels = viewer.open(str(tmp_path / "7.mat"), plugin="napari-brainseg")
+    assert labels.__class__.__name__ == "Labels" and labels.data.sum() == 16
+    assert image.metadata["tumour_type"] == "pituitary"
+
+
+def test_broken_file_notifies_and_adds_nothing(make_napari_viewer_proxy, tmp_path, monkeypatch):
+    import napari_brainseg._reader as reader
+
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    viewer = make_napari_viewer_proxy()
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00" + b"\x00" * 30)
+    assert reader.get_reader(str(bad)) is not None
+    layers = viewer.open(str(bad), plugin="napari-brainseg")
+    assert layers == []
+    assert len(viewer.layers) == 0
+    assert shown and "broken.nii.gz" in shown[0]
+
+
+def test_reader_declines_foreign_files(tmp_path):
+    from napari_brainseg._reader import get_reader
+
+    (tmp_path / "a.csv").write_text("1,2")
+    assert get_reader(str(tmp_path / "a.csv")) is None
+
+
+def test_sample_data_loads(make_napari_viewer_proxy):
+    viewer = make_napari_viewer_proxy()
+    viewer.open_sample("napari-brainseg", "glioma")
+    assert [type(layer).__name__ for layer in viewer.layers] == ["Image", "Labels"]
+    assert viewer.layers[1].data.max() == 1

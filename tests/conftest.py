@@ -1,0 +1,53 @@
+"""Shared fixtures: real MRI from ../shared/data and small synthetic files."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+COLIN = SHARED / "colin27" / "ch2.nii.gz"
+COLIN_BET = SHARED / "colin27" / "ch2bet.nii.gz"
+
+
+@pytest.fixture(scope="session")
+def colin_path() -> Path:
+    if not COLIN.exists():
+        pytest.skip(f"real MRI not found at {COLIN} (../shared/data is laid beside the repo in CI)")
+    return COLIN
+
+
+@pytest.fixture(scope="session")
+def colin_bet_path() -> Path:
+    if not COLIN_BET.exists():
+        pytest.skip(f"real MRI not found at {COLIN_BET}")
+    return COLIN_BET
+
+
+def make_dicom_series(folder: Path, n: int = 5, uid: str = "1.2.3.4.5", shuffle: bool = True,
+                      slope: float = 1.0, intercept: float = 0.0, step: float = 2.0,
+                      skip: tuple[int, ...] = ()) -> list[Path]:
+    """Write an MR series of ``n`` 64x64 slices; slice k holds the constant value 10 * k."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    order = list(range(n))
+    if shuffle:
+        order = order[::-1][1:] + order[-1:]
+    paths = []
+    for k in order:
+        if k in skip:
+            continue
+        ds = dcmread(get_testdata_file("MR_small.dcm"))
+        ds.SeriesInstanceUID = uid
+        ds.SOPInstanceUID = f"{uid}.{k + 1}"
+        ds.InstanceNumber = n - k  # deliberately the reverse of the position order
+        ds.ImagePositionPatient = [-83.9063, -91.2, 6.6406 + step * k]
+        ds.RescaleSlope = slope
+        ds.RescaleIntercept = intercept
+        ds.PixelData = np.full((64, 64), 10 * k, np.int16).tobytes()
+        p = folder / f"IM{k:04d}"
+        ds.save_as(p)
+        paths.append(p)
+    return paths

@@ -1,0 +1,42 @@
+"""The dependency rules of shared/STYLE.md, checked in a clean interpreter."""
+
+import subprocess
+import sys
+
+CORE_NUMPY = ["io", "synthetic"]
+CORE_ALL = CORE_NUMPY + ["cli"]
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys; print('\\n'.join(sys.modules))"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return set(out.split())
+
+
+def test_core_and_cli_import_no_gui():
+    imports = "\n".join(f"import napari_brainseg.{m}" for m in CORE_ALL)
+    mods = _modules_after(imports)
+    for banned in ("napari", "qtpy", "PyQt6", "magicgui", "vispy"):
+        assert banned not in mods, f"{banned} imported by the core"
+
+
+def test_numpy_layer_imports_no_torch():
+    imports = "\n".join(f"import napari_brainseg.{m}" for m in CORE_NUMPY)
+    mods = _modules_after(imports + "\nimport napari_brainseg")
+    assert "torch" not in mods
+
+
+def test_cli_help_loads_no_torch():
+    mods = _modules_after(
+        "import contextlib, io\nfrom napari_brainseg.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n        main(['--help'])\n    except SystemExit:\n        pass"
+    )
+    assert "torch" not in mods and "napari" not in mods
+
+
+def test_reader_adapter_loads_no_torch():
+    mods = _modules_after("from napari_brainseg._reader import get_reader")
+    assert "torch" not in mods

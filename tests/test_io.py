@@ -1,0 +1,332 @@
+import gzip
+import shutil
+
+import imageio.v3 as iio
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import make_dicom_series
+from napari_brainseg import io
+from napari_brainseg.io import ReadError, read
+
+# ----------------------------------------------------------------------------- NIfTI, real head
+
+
+def test_colin27_reads_in_display_orientation(colin_path):
+    (vol,) = read(colin_path)
+    assert vol.data.shape == (181, 217, 181)
+    assert vol.data.dtype == np.float32
+    assert vol.spacing == (1.0, 1.0, 1.0)
+    native = nib.load(str(colin_path))
+    # Display index (0, 0, 0) is the most superior, anterior, right voxel (axcodes L, P, I):
+    # the patient's right on the left of the screen, as radiologists read.
+    expected_world = native.affine @ [180, 216, 180, 1]
+    np.testing.assert_allclose(vol.affine @ [0, 0, 0, 1], expected_world)
+    raw = np.asarray(native.dataobj)
+    assert vol.data[10, 20, 30] == raw[180 - 30, 216 - 20, 180 - 10]
+
+
+def test_mask_written_back_matches_scan_grid(colin_path, tmp_path):
+    (vol,) = read(colin_path)
+    mask = np.zeros(vol.data.shape, np.uint8)
+    mask[10, 20, 30] = 1
+    mask[100:110, 50:60, 70:75] = 2
+    out = io.write_labels(tmp_path / "mask.nii.gz", mask, like=vol)
+    back = nib.load(str(out))
+    native = nib.load(str(colin_path))
+    assert back.shape == native.shape
+    np.testing.assert_allclose(back.affine, native.affine)
+    arr = np.asarray(back.dataobj)
+    assert arr[180 - 30, 216 - 20, 180 - 10] == 1
+    assert arr.sum() == 1 + 2 * 10 * 10 * 5
+    # ...and our reader reads it back onto the display grid.
+    (again,) = read(out)
+    np.testing.assert_array_equal(again.data.astype(np.uint8), mask)
+
+
+def test_oblique_lps_nifti_round_trip(tmp_path):
+    # An LPS-stored, anisotropic volume (as DICOM converters write): display is still L, P, I.
+    data = np.arange(10 * 11 * 12, dtype=np.float32).reshape(10, 11, 12)
+    affine = np.diag([-0.5, -0.7, 3.0, 1.0])
+    nib.save(nib.Nifti1Image(data, affine), str(tmp_path / "lps.nii.gz"))
+    (vol,) = read(tmp_path / "lps.nii.gz")
+    assert vol.data.shape == (12, 11, 10)
+    assert vol.spacing == pytest.approx((3.0, 0.7, 0.5))
+    labels = (vol.data > 500).astype(np.uint8)
+    out = io.write_labels(tmp_path / "m.nii.gz", labels, like=vol)
+    np.testing.assert_array_equal(np.asarray(nib.load(str(out)).dataobj), (data > 500))
+
+
+def test_4d_nifti_keeps_first_volume_with_warning(tmp_path):
+    data = np.random.default_rng(0).random((16, 16, 10, 3)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "f.nii.gz"))
+    (vol,) = read(tmp_path / "f.nii.gz")
+    assert vol.data.shape == (10, 16, 16)
+    assert any("first" in w for w in vol.warnings)
+
+
+def test_2d_nifti_opens_as_slice(tmp_path):
+    data = np.random.default_rng(0).random((20, 30, 1)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.diag([0.5, 0.8, 1, 1])), str(tmp_path / "s.nii"))
+    (vol,) = read(tmp_path / "s.nii")
+    assert vol.data.shape == (30, 20)
+    assert vol.spacing == pytest.approx((0.8, 0.5))
+
+
+def test_5d_nifti_is_refused(tmp_path):
+    data = np.zeros((10, 10, 10, 2, 2), np.float32)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "five.nii.gz"))
+    with pytest.raises(ReadError, match="5D"):
+        read(tmp_path / "five.nii.gz")
+
+
+def test_nan_inf_replaced_with_warning(tmp_path):
+    data = np.ones((12, 12, 12), np.float32)
+    data[0, 0, 0] = np.nan
+    data[1, 1, 1] = np.inf
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "nan.nii.gz"))
+    (vol,) = read(tmp_path / "nan.nii.gz")
+    assert np.isfinite(vol.data).all()
+    assert any("NaN" in w for w in vol.warnings)
+
+
+def test_all_nan_is_refused(tmp_path):
+    nib.save(nib.Nifti1Image(np.full((12, 12, 12), np.nan, np.float32), np.eye(4)),
+             str(tmp_path / "nan.nii.gz"))
+    with pytest.raises(ReadError, match="NaN"):
+        read(tmp_path / "nan.nii.gz")
+
+
+def test_truncated_nifti_gives_clear_error(colin_path, tmp_path):
+    raw = colin_path.read_bytes()
+    bad = tmp_path / "truncated.nii.gz"
+    bad.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ReadError, match="truncated.nii.gz.*(truncated|corrupt|readable)"):
+        read(bad)
+
+
+def test_text_file_named_nii(tmp_path):
+    bad = tmp_path / "notes.nii"
+    bad.write_text("this is not an image\n" * 50)
+    with pytest.raises(ReadError, match="notes.nii"):
+        read(bad)
+
+
+def test_zero_byte_file(tmp_path):
+    (tmp_path / "empty.nii.gz").write_bytes(b"")
+    with pytest.raises(ReadError, match="empty"):
+        read(tmp_path / "empty.nii.gz")
+
+
+def test_gzip_of_garbage(tmp_path):
+    with gzip.open(tmp_path / "junk.nii.gz", "wb") as f:
+        f.write(b"\x00" * 400)
+    with pytest.raises(ReadError, match="junk.nii.gz"):
+        read(tmp_path / "junk.nii.gz")
+
+
+# ----------------------------------------------------------------------------- DICOM
+
+
+def test_pydicom_bundled_mr_file_opens():
+    from pydicom.data import get_testdata_file
+
+    (vol,) = read(get_testdata_file("MR_small.dcm"))
+    assert vol.data.shape == (64, 64)
+    assert vol.spacing == pytest.approx((0.3125, 0.3125))
+    assert vol.metadata["modality"] == "MR"
+
+
+def test_dicom_series_sorted_by_position_with_rescale(tmp_path):
+    make_dicom_series(tmp_path / "series", n=6, slope=2.0, intercept=-5.0, step=2.5)
+    (vol,) = read(tmp_path / "series")
+    assert vol.data.shape == (6, 64, 64)
+    # Display runs superior -> inferior: slice k (position 2.5 k, value 2 * 10k - 5) is at 5 - k.
+    values = vol.data[:, 32, 32]
+    np.testing.assert_allclose(values, [2 * 10 * k - 5 for k in range(5, -1, -1)])
+    assert vol.spacing == pytest.approx((2.5, 0.3125, 0.3125))
+    assert vol.affine is not None
+
+
+def test_dicom_missing_slice_warns(tmp_path):
+    make_dicom_series(tmp_path / "gappy", n=6, skip=(3,))
+    (vol,) = read(tmp_path / "gappy")
+    assert vol.data.shape[0] == 5
+    assert any("gap" in w for w in vol.warnings)
+
+
+def test_folder_with_two_series_opens_two_volumes(tmp_path):
+    make_dicom_series(tmp_path / "study" / "a", n=3, uid="1.2.3.1")
+    make_dicom_series(tmp_path / "study" / "b", n=4, uid="1.2.3.2")
+    vols = read(tmp_path / "study")
+    assert sorted(v.data.shape[0] for v in vols) == [3, 4]
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(ReadError, match="empty"):
+        read(tmp_path / "nothing")
+
+
+def test_folder_without_images(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "readme.txt").write_text("hello")
+    with pytest.raises(ReadError, match="no supported images"):
+        read(tmp_path / "docs")
+
+
+def test_dicom_without_pixels(tmp_path):
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    ds = dcmread(get_testdata_file("MR_small.dcm"))
+    del ds.PixelData
+    ds.save_as(tmp_path / "nopix.dcm")
+    with pytest.raises(ReadError, match="no pixel data"):
+        read(tmp_path / "nopix.dcm")
+
+
+# ----------------------------------------------------------------------------- figshare .mat
+
+
+@pytest.mark.parametrize("version", ["7.3", "5"])
+def test_figshare_mat_opens_image_mask_and_type(tmp_path, version):
+    image = (np.arange(40 * 50).reshape(40, 50) % 300).astype(np.int16)
+    mask = np.zeros((40, 50), np.uint8)
+    mask[5:15, 10:30] = 1
+    path = io.write_mat(tmp_path / "1.mat", image, mask, label=2, pid="100360", version=version)
+    img, lab = read(path)
+    np.testing.assert_array_equal(img.data, image.astype(np.float32))
+    np.testing.assert_array_equal(lab.data, mask)
+    assert lab.kind == "labels"
+    assert img.metadata["tumour_type"] == "glioma"
+    assert img.metadata["patient_id"] == "100360"
+
+
+def test_mat_without_cjdata(tmp_path):
+    import scipy.io
+
+    scipy.io.savemat(tmp_path / "other.mat", {"x": np.zeros((20, 20))})
+    with pytest.raises(ReadError, match="cjdata"):
+        read(tmp_path / "other.mat")
+
+
+# ----------------------------------------------------------------------------- raster images
+
+
+def test_rgba_png_to_grey_with_warning(tmp_path):
+    rgba = np.zeros((20, 30, 4), np.uint8)
+    rgba[..., 0] = 100
+    rgba[..., 1] = 200
+    rgba[..., 3] = 255
+    iio.imwrite(tmp_path / "c.png", rgba)
+    (vol,) = read(tmp_path / "c.png")
+    assert vol.data.shape == (20, 30)
+    assert vol.data[0, 0] == pytest.approx(0.299 * 100 + 0.587 * 200)
+    assert any("grey" in w and "alpha" in w for w in vol.warnings)
+
+
+def test_16bit_png_keeps_range(tmp_path):
+    img = np.linspace(0, 60000, 32 * 32).reshape(32, 32).astype(np.uint16)
+    iio.imwrite(tmp_path / "h.png", img)
+    (vol,) = read(tmp_path / "h.png")
+    assert vol.data.max() == pytest.approx(img.max())
+
+
+def test_1x1_image_is_refused(tmp_path):
+    iio.imwrite(tmp_path / "dot.png", np.zeros((1, 1), np.uint8))
+    with pytest.raises(ReadError, match="too small"):
+        read(tmp_path / "dot.png")
+
+
+def test_image_with_mask_beside_it(tmp_path):
+    iio.imwrite(tmp_path / "a.png", np.full((20, 20), 7, np.uint8))
+    m = np.zeros((20, 20), np.uint8)
+    m[2:5, 2:5] = 255
+    iio.imwrite(tmp_path / "a_mask.png", m)
+    img, lab = read(tmp_path / "a.png")
+    assert lab.kind == "labels" and lab.data.max() == 1 and lab.data.sum() == 9
+
+
+def test_mask_of_wrong_shape(tmp_path):
+    iio.imwrite(tmp_path / "a.png", np.zeros((20, 20), np.uint8))
+    iio.imwrite(tmp_path / "a_mask.png", np.zeros((21, 20), np.uint8))
+    with pytest.raises(ReadError, match="does not match"):
+        read(tmp_path / "a.png")
+
+
+def test_images_masks_folder_opens_as_stack(tmp_path):
+    from napari_brainseg.synthetic import write_sample_folder
+
+    write_sample_folder(tmp_path / "set", n=3, shape=(64, 64))
+    img, lab = read(tmp_path / "set")
+    assert img.data.shape == (3, 64, 64) and lab.data.shape == (3, 64, 64)
+    assert lab.data.max() == 1
+    pairs = io.find_pairs(tmp_path / "set")
+    assert len(pairs) == 3 and all(p.mask is not None for p in pairs)
+
+
+def test_folder_with_mixed_sizes_explains(tmp_path):
+    iio.imwrite(tmp_path / "a.png", np.zeros((20, 20), np.uint8))
+    iio.imwrite(tmp_path / "b.png", np.zeros((30, 20), np.uint8))
+    with pytest.raises(ReadError, match="differ in size"):
+        read(tmp_path)
+
+
+def test_multipage_tiff_is_a_volume(tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "v.tif", np.zeros((4, 16, 16), np.uint16), photometric="minisblack")
+    (vol,) = read(tmp_path / "v.tif")
+    assert vol.data.shape == (4, 16, 16)
+
+
+def test_unsupported_and_missing(tmp_path):
+    (tmp_path / "x.xyz").write_text("x")
+    with pytest.raises(ReadError, match="unsupported"):
+        read(tmp_path / "x.xyz")
+    with pytest.raises(ReadError, match="no such"):
+        read(tmp_path / "missing.nii")
+
+
+def test_huge_image_refused_before_loading(tmp_path, monkeypatch):
+    monkeypatch.setattr(io, "MAX_VOXELS", 1000)
+    nib.save(nib.Nifti1Image(np.zeros((20, 20, 20), np.uint8), np.eye(4)), str(tmp_path / "b.nii"))
+    with pytest.raises(ReadError, match="Crop or downsample"):
+        read(tmp_path / "b.nii")
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def test_atomic_write_leaves_target_untouched_on_failure(tmp_path):
+    target = tmp_path / "keep.png"
+    target.write_bytes(b"original")
+
+    def failing(tmp):
+        tmp.write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        io.atomic_write(target, failing)
+    assert target.read_bytes() == b"original"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.png"]
+
+
+def test_write_png_and_tif_labels(tmp_path):
+    lab = np.zeros((10, 12), np.uint8)
+    lab[2:4, 3:5] = 1
+    io.write_labels(tmp_path / "l.png", lab)
+    np.testing.assert_array_equal(iio.imread(tmp_path / "l.png"), lab)
+    io.write_labels(tmp_path / "l3.tif", np.stack([lab, lab]))
+    with pytest.raises(ValueError, match="tif"):
+        io.write_labels(tmp_path / "l3.png", np.stack([lab, lab]))
+
+
+def test_copy_is_independent_of_source_name(tmp_path, colin_path):
+    # A scan with spaces and unicode in its name opens like any other.
+    dst = tmp_path / "scan with spaces é.nii.gz"
+    shutil.copy(colin_path, dst)
+    (vol,) = read(dst)
+    assert vol.name == "scan with spaces é"
