@@ -19,7 +19,23 @@ def shot_reader(viewer: napari.Viewer) -> None:
     viewer.dims.set_current_step(0, 95)
 
 
-SHOTS = {"reader": shot_reader}
+def shot_skullstrip(viewer: napari.Viewer) -> None:
+    from napari_brainseg._widgets import SkullStripWidget
+
+    (layer,) = viewer.open(str(SHARED / "ch2.nii.gz"), plugin="napari-brainseg")
+    widget = SkullStripWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Skull strip", area="right")
+    widget.reset_choices()
+    widget.image.value = layer
+    widget.run_button.clicked.emit()
+    widget.wait(120_000)
+    mask = viewer.layers["ch2 brain mask"]
+    mask.contour = 2
+    mask.opacity = 0.9
+    viewer.dims.set_current_step(0, 95)
+
+
+SHOTS = {"reader": shot_reader, "skullstrip": shot_skullstrip}
 
 
 def main(names: list[str]) -> None:

@@ -36,3 +36,40 @@ def test_no_command_prints_help_and_exits_2(capsys):
     assert main([]) == 2
     assert "usage" in capsys.readouterr().out
     np.testing.assert_equal(1, 1)
+
+
+def test_skull_strip_single_nifti_keeps_affine(colin_path, tmp_path, capsys):
+    import nibabel as nib
+
+    out = tmp_path / "brain_mask.nii.gz"
+    assert main(["skull-strip", str(colin_path), str(out), "--masked"]) == 0
+    mask = nib.load(str(out))
+    src = nib.load(str(colin_path))
+    assert mask.shape == src.shape
+    np.testing.assert_allclose(mask.affine, src.affine)
+    assert 1_400_000 < int(np.asarray(mask.dataobj).sum()) < 2_000_000
+    masked = tmp_path / "brain_stripped.nii.gz"
+    assert masked.exists() and nib.load(str(masked)).shape == src.shape
+
+
+def test_skull_strip_folder_continues_past_bad_files(tmp_path, capsys):
+    assert main(["sample-data", str(tmp_path / "in"), "--n", "3", "--size", "96x96",
+                 "--skull"]) == 0
+    (tmp_path / "in" / "images" / "broken.png").write_bytes(b"not a png")
+    code = main(["skull-strip", str(tmp_path / "in"), str(tmp_path / "out"), "-q"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "1 of 4" in err
+    assert len(list((tmp_path / "out").glob("*_brain_mask.png"))) == 3
+
+
+def test_skull_strip_never_overwrites_without_flag(tmp_path, capsys):
+    main(["sample-data", str(tmp_path / "in"), "--n", "1", "--size", "96x96", "--skull"])
+    out = tmp_path / "m.png"
+    out.write_bytes(b"user file")
+    img = next((tmp_path / "in" / "images").iterdir())
+    assert main(["skull-strip", str(img), str(out)]) == 0
+    assert out.read_bytes() == b"user file"
+    assert "exists" in capsys.readouterr().out
+    assert main(["skull-strip", str(img), str(out), "--overwrite"]) == 0
+    assert out.read_bytes() != b"user file"

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-CORE_NUMPY = ["io", "synthetic"]
+CORE_NUMPY = ["io", "synthetic", "skullstrip"]
 CORE_ALL = CORE_NUMPY + ["cli"]
 
 

@@ -64,6 +64,73 @@ def _cmd_sample_data(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- skull-strip
+
+
+def _mask_suffix(src: Path, ndim: int) -> str:
+    from .io import NIFTI_SUFFIXES, suffix_of
+
+    suffix = suffix_of(src)
+    if suffix in NIFTI_SUFFIXES or src.is_dir() or suffix in (".dcm", ".dicom", ".ima", ""):
+        return ".nii.gz"  # DICOM series get NIfTI masks carrying the series' geometry
+    return ".png" if ndim == 2 else ".tif"
+
+
+def _cmd_skull_strip(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .io import (
+        NIFTI_SUFFIXES,
+        ReadError,
+        find_pairs,
+        read,
+        stem,
+        suffix_of,
+        write_image,
+        write_labels,
+    )
+    from .skullstrip import apply_mask, run_skull_strip
+
+    src = Path(args.input)
+    if not src.exists():
+        _err(f"{src}: no such file or folder")
+        return 2
+    if src.is_file() or not find_pairs(src):
+        inputs = [src]  # a file, or a folder that is one DICOM series / stack
+    else:
+        inputs = [p.image for p in find_pairs(src)]
+    single = len(inputs) == 1 and not Path(args.output).is_dir() and Path(args.output).suffix
+    failed = 0
+    params = {"tightness": args.tightness, "erode_mm": args.erode_mm}
+    bar = tqdm(inputs, desc="skull strip", unit="file", disable=args.quiet or len(inputs) < 2)
+    for path in bar:
+        try:
+            vol = next(v for v in read(path) if v.kind == "image")
+            if single:
+                out = Path(args.output)
+            else:
+                out = Path(args.output) / f"{vol.name}_brain_mask{_mask_suffix(path, vol.ndim)}"
+            if out.exists() and not args.overwrite:
+                print(f"{path}: skipped, {out} exists (use --overwrite)")
+                continue
+            mask = run_skull_strip(vol.data, vol.spacing, mode=args.mode, **params)
+            write_labels(out, mask.astype("uint8"), like=vol, spacing=vol.spacing)
+            line = f"{path}: brain {int(mask.sum()):,} voxels -> {out}"
+            if args.masked:
+                ext = ".nii.gz" if suffix_of(out) in NIFTI_SUFFIXES else ".tif"
+                base = stem(out).removesuffix("_brain_mask").removesuffix("_mask")
+                masked = out.with_name(f"{base}_stripped{ext}")
+                write_image(masked, apply_mask(vol.data, mask), like=vol, spacing=vol.spacing)
+                line += f", {masked}"
+            print(line)
+        except (ReadError, ValueError, TypeError, OSError) as exc:
+            failed += 1
+            _err(f"{path}: {exc}")
+    if failed:
+        _err(f"{failed} of {len(inputs)} input(s) failed")
+    return 1 if failed else 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -89,6 +156,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skull", action="store_true",
                    help="keep scalp and skull (default: skull-stripped, like the study's images)")
     p.set_defaults(func=_cmd_sample_data)
+
+    p = sub.add_parser("skull-strip", help="write brain masks (and optionally stripped images)",
+                       description="Classical skull stripping (no downloaded weights). INPUT is a "
+                       "file or a folder; OUTPUT a mask file (one input) or a folder.")
+    p.add_argument("input", help="scan file, DICOM series folder, or a folder of scans")
+    p.add_argument("output", help="mask file (e.g. brain.nii.gz) or output folder")
+    p.add_argument("--masked", action="store_true", help="also write the skull-stripped image")
+    p.add_argument("--mode", choices=["auto", "3d", "slices"], default="auto",
+                   help="auto: 3D for volumes, 2D for slices; slices: each slice on its own")
+    p.add_argument("--tightness", type=float, default=0.5,
+                   help="0-1, higher gives a tighter mask (default 0.5)")
+    p.add_argument("--erode-mm", type=float, default=5.0,
+                   help="erosion depth that cuts brain-skull bridges, mm (default 5)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_skull_strip)
     return parser
 
 

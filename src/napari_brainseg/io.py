@@ -217,6 +217,9 @@ def atomic_write(path: Path, write: Any) -> Path:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -370,15 +373,35 @@ def write_nifti(path: Path, labels: np.ndarray, like: Volume | Mapping[str, Any]
     spacing : sequence of float, optional
         Voxel size used when ``like`` carries no geometry.
     """
-    import nibabel as nib
-
-    meta = like.metadata if isinstance(like, Volume) else (like or {})
-    native = meta.get("native") if isinstance(meta, Mapping) else None
     labels = np.asarray(labels)
     if labels.max(initial=0) > 255 or labels.min(initial=0) < 0:
         out_dtype: type = np.int32
     else:
         out_dtype = np.uint8
+    return _write_nifti_array(path, labels, out_dtype, like, spacing)
+
+
+def write_image(path: Path, image: np.ndarray, like: Volume | Mapping[str, Any] | None = None,
+                spacing: Sequence[float] | None = None) -> Path:
+    """Write a float image (e.g. a skull-stripped scan) as NIfTI (scan's grid) or float TIFF."""
+    path = Path(path)
+    if suffix_of(path) in NIFTI_SUFFIXES:
+        return _write_nifti_array(path, np.asarray(image), np.float32, like, spacing)
+    if suffix_of(path) in (".tif", ".tiff"):
+        import tifffile
+
+        return atomic_write(path, lambda tmp: tifffile.imwrite(
+            str(tmp), np.asarray(image, np.float32), photometric="minisblack"))
+    raise ValueError(f"{path.name}: write images as .nii.gz or .tif")
+
+
+def _write_nifti_array(path: Path, labels: np.ndarray, out_dtype: type,
+                       like: Volume | Mapping[str, Any] | None,
+                       spacing: Sequence[float] | None) -> Path:
+    import nibabel as nib
+
+    meta = like.metadata if isinstance(like, Volume) else (like or {})
+    native = meta.get("native") if isinstance(meta, Mapping) else None
     if native and labels.ndim == 3 and native.get("axcodes"):
         arr = _from_display(labels, native).astype(out_dtype)
         affine = np.asarray(native["affine"], dtype=np.float64)

@@ -37,7 +37,8 @@ class Phantom:
     image : np.ndarray
         ``(Y, X)`` float32 intensities, arbitrary MRI-like units in about [0, 1000].
     brain : np.ndarray
-        ``(Y, X)`` bool brain mask (what skull stripping should return; tumour included).
+        ``(Y, X)`` bool intracranial mask inside the skull's inner table (what skull stripping
+        should return; tumour and surface CSF included).
     tumour : np.ndarray
         ``(Y, X)`` uint8 tumour labels, 1 = tumour.
     tumour_type : str
@@ -152,8 +153,9 @@ def make_phantom(
         vu = (u - side * vent_sep) / vent_a
         vv = (v + rng.uniform(-0.05, 0.05)) / vent_b
         img[(vu**2 + vv**2) < 1] = csf_i + 20
-    # Brain = tissue inside the pial surface (cortex included, sulcal CSF at the edge excluded).
-    brain = r < r_gm
+    # Brain mask = the intracranial region inside the skull's inner table (cortex and the CSF over
+    # it), as BET-style skull stripping returns and as the study's stripped images show.
+    brain = r < r_inner
 
     tumour = np.zeros((h, w), bool)
     if tumour_type == "meningioma":
@@ -176,9 +178,10 @@ def make_phantom(
         rad = rng.uniform(0.07, max(0.08, min(0.22, r_brain - 0.12 - rho)))
         local = np.arctan2(v - c_v, u - c_u)
         d = np.sqrt((u - c_u) ** 2 + (v - c_v) ** 2) / rad * (1 + _angular(local, rng, 0.25, 2, 6))
-        oedema = (d < rng.uniform(1.5, 2.1)) & brain
+        parenchyma = r < r_gm
+        oedema = (d < rng.uniform(1.5, 2.1)) & parenchyma
         img[oedema] = 0.72 * img[oedema]
-        tumour = (d < 1) & brain
+        tumour = (d < 1) & parenchyma
         rim_in = rng.uniform(0.45, 0.7) + 0.12 * fine
         core = tumour & (d < rim_in)
         img[tumour] = 920 + 80 * fine[tumour]
