@@ -154,12 +154,15 @@ def _pick_brain(seed: np.ndarray, head: np.ndarray, sp: np.ndarray, erode_mm: fl
     # surface too, so neck muscles running off the image do not pass for deep tissue.
     depth = ndi.distance_transform_edt(np.pad(head, 1), sampling=sp)[
         tuple(slice(1, -1) for _ in head.shape)]
+    area = np.bincount(labels.ravel(), minlength=n + 1)[1:] * float(np.prod(sp))
     # Median, not minimum: the brain may touch the surface where the field of view cuts the neck.
-    med_depth = np.asarray(ndi.median(depth, labels, idx))
+    # Only components of at least 1 % of the largest can be the brain (specks are skipped: fast).
+    med_depth = np.zeros(n)
+    for j in np.flatnonzero(area >= 0.01 * area.max()):
+        med_depth[j] = np.median(depth[labels == idx[j]])
     inner = med_depth > erode_mm + SCALP_MARGIN_MM
     if not inner.any():
         return None  # only scalp survived the erosion
-    area = ndi.sum_labels(np.ones_like(labels), labels, idx) * float(np.prod(sp))
     if seed.ndim == 3:
         return labels == idx[int(np.argmax(np.where(inner, area, -1)))]
     # Mean distance of a component's pixels from the head's centre, in head radii: a ring of scalp
@@ -196,6 +199,16 @@ def _stripped_region(image: np.ndarray, brain: np.ndarray, sp: np.ndarray) -> np
     fg = image > image.min()
     if fg.mean() > 0.9 or not brain.any():
         return None
+    # Cheap early exit for a head: on some side the brain's bounding box stops well inside the
+    # non-background's (scalp and skull lie between), where the field of view does not cut.
+    for axis in range(image.ndim):
+        other = tuple(a for a in range(image.ndim) if a != axis)
+        f_idx = np.flatnonzero(fg.any(axis=other))
+        b_idx = np.flatnonzero(brain.any(axis=other))
+        gap_lo = (b_idx[0] - f_idx[0]) * sp[axis] if f_idx[0] > 0 else 0.0
+        gap_hi = (f_idx[-1] - b_idx[-1]) * sp[axis] if f_idx[-1] < image.shape[axis] - 1 else 0.0
+        if max(gap_lo, gap_hi) > 8.0:
+            return None
     fg = _touching(ndi.binary_fill_holes(fg), brain)
     rim = fg & ~_erode(fg, 2.0, sp)
     inside = np.zeros(fg.shape, bool)  # where the field of view cuts the head is no real edge
