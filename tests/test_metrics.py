@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+
+from napari_brainseg.metrics import Counts, confusion, evaluate, hd95, scores
+
+
+def test_counts_and_scores():
+    p = np.array([[1, 1, 0, 0]], bool)
+    t = np.array([[1, 0, 1, 0]], bool)
+    c = confusion(p, t)
+    assert c == Counts(tp=1, fp=1, fn=1, tn=1)
+    s = scores(c)
+    assert s["precision"] == 0.5 and s["recall"] == 0.5 and s["f1"] == 0.5
+    assert s["iou"] == pytest.approx(1 / 3) and s["accuracy"] == 0.5 and s["specificity"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("pred", "target", "expected"),
+    [
+        (0, 0, {"precision": 1, "recall": 1, "f1": 1, "iou": 1}),  # both empty: agreement
+        (0, 1, {"precision": 0, "recall": 0, "f1": 0, "iou": 0}),  # missed tumour
+        (1, 0, {"precision": 0, "recall": 1, "f1": 0, "iou": 0}),  # false alarm
+    ],
+)
+def test_empty_mask_conventions(pred, target, expected):
+    p = np.zeros((8, 8), bool)
+    t = np.zeros((8, 8), bool)
+    p[2:4, 2:4] = bool(pred)
+    t[2:4, 2:4] = bool(target)
+    s = scores(confusion(p, t))
+    for k, v in expected.items():
+        assert s[k] == v, k
+
+
+def test_hd95_known_shift_in_mm():
+    t = np.zeros((40, 40), bool)
+    t[10:20, 10:20] = True
+    p = np.roll(t, 3, axis=1)
+    assert hd95(p, t) == pytest.approx(3.0)
+    assert hd95(p, t, spacing=(1.0, 0.5)) == pytest.approx(1.5)
+    assert hd95(t, t) == 0.0
+    assert hd95(np.zeros_like(t), np.zeros_like(t)) == 0.0
+    assert np.isnan(hd95(np.zeros_like(t), t))
+
+
+def test_pooled_differs_from_per_image_and_matches_recount():
+    rng = np.random.default_rng(0)
+    pairs = []
+    for _ in range(5):
+        t = rng.random((16, 16)) > 0.8
+        p = t ^ (rng.random((16, 16)) > 0.9)
+        pairs.append((p, t))
+    ev = evaluate(pairs)
+    total = sum((confusion(p, t) for p, t in pairs), Counts())
+    assert ev.counts == total
+    assert ev.pooled["f1"] == pytest.approx(scores(total)["f1"])
+    assert ev.per_image_mean["f1"] == pytest.approx(np.mean([scores(confusion(p, t))["f1"]
+                                                             for p, t in pairs]))
+    assert ev.n == 5
+
+
+def test_background_baseline_and_hd95_undefined():
+    t = np.zeros((10, 10), bool)
+    t[0, 0] = True
+    ev = evaluate([(np.zeros_like(t), t), (t, t)])
+    assert ev.pooled["background_accuracy"] == pytest.approx(198 / 200)
+    assert ev.hd95_undefined == 1 and ev.per_image_mean["hd95"] == 0.0
+
+
+def test_metrics_in_unit_range_on_random_masks():
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        shape = tuple(rng.integers(1, 12, size=2))
+        p, t = rng.random(shape) > rng.random(), rng.random(shape) > rng.random()
+        for v in scores(confusion(p, t)).values():
+            assert 0.0 <= v <= 1.0
+
+
+def test_shape_mismatch():
+    with pytest.raises(ValueError, match="differ in shape"):
+        confusion(np.zeros((2, 2)), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="no images"):
+        evaluate([])
