@@ -1,0 +1,301 @@
+"""Training data: (image, mask) slices from folders or napari layers, splits and augmentation.
+
+A :class:`Sample` is one 2D slice and where it comes from; files are read only when a slice is
+needed (a two-volume cache avoids re-reading a NIfTI for each of its slices), so a large folder is
+never held in memory. Groups (patient id from figshare ``PID``, or one volume / file) keep every
+slice of a patient on one side of a split.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F  # noqa: N812
+from torch.utils.data import Dataset
+
+from .io import ReadError, Volume, find_pairs, read, stem, suffix_of
+from .preprocess import annotated_indices, normalise
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training slice.
+
+    Attributes
+    ----------
+    group : str
+        Patient or volume id: a split never puts one group on both sides.
+    image_path, mask_path : Path or None
+        Files to read (figshare ``.mat`` holds both); None for in-memory samples.
+    index : int or None
+        Slice index along axis 0 of a volume (display orientation), None for a 2D file.
+    image, mask : np.ndarray or None
+        In-memory ``(Y, X)`` arrays (from napari layers) instead of files.
+    tumour_type : str or None
+        From the file's metadata when known (figshare label).
+    """
+
+    group: str
+    image_path: Path | None = None
+    mask_path: Path | None = None
+    index: int | None = None
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    mask: np.ndarray | None = field(default=None, repr=False, compare=False)
+    tumour_type: str | None = None
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(image, mask)``: ``(Y, X)`` float32 and uint8 {0, 1}."""
+        if self.image is not None and self.mask is not None:
+            img, msk = self.image, self.mask
+        else:
+            if self.image_path is None:
+                raise ValueError("a Sample needs image and mask arrays or an image_path")
+            img_vol, msk_vol = _load_pair(self.image_path, self.mask_path)
+            img, msk = img_vol.data, msk_vol.data
+            if self.index is not None:
+                img, msk = img[self.index], msk[self.index]
+        return np.asarray(img, np.float32), (np.asarray(msk) > 0).astype(np.uint8)
+
+
+_CACHE: OrderedDict[tuple[str, str], tuple[Volume, Volume]] = OrderedDict()
+_CACHE_SIZE = 2
+
+
+def _load_pair(image_path: Path, mask_path: Path | None) -> tuple[Volume, Volume]:
+    key = (str(image_path), str(mask_path))
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    vols = read(image_path)
+    image = vols[0]
+    if suffix_of(Path(image_path)) == ".mat":
+        if len(vols) < 2:
+            raise ReadError(f"{Path(image_path).name}: no tumorMask in this .mat file")
+        mask = vols[1]
+    else:
+        if mask_path is None:
+            raise ReadError(f"{Path(image_path).name}: no mask to train on")
+        mvols = read(mask_path)
+        mask = mvols[0]
+        if mask.data.shape != image.data.shape:
+            raise ReadError(
+                f"{Path(mask_path).name}: mask shape {mask.data.shape} does not match image "
+                f"{image.data.shape}"
+            )
+    _CACHE[key] = (image, mask)
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return image, mask
+
+
+def samples_from_folder(folder: str | Path, max_empty_ratio: float = 1.0) -> list[Sample]:
+    """Training slices of a folder in the README's pairing convention.
+
+    2D files give one sample each (figshare ``.mat`` files are grouped by their ``PID``). Volumes
+    give their annotated slices along axis 0, plus up to ``max_empty_ratio`` times as many
+    tumour-free slices spread evenly (so the model also learns what is not tumour).
+
+    Raises
+    ------
+    ValueError
+        When the folder holds no image/mask pair, with the naming rule in the message.
+    """
+    folder = Path(folder)
+    pairs = find_pairs(folder)
+    samples: list[Sample] = []
+    unpaired = 0
+    for pair in pairs:
+        if pair.mask is None:
+            unpaired += 1
+            continue
+        try:
+            vols = read(pair.image)
+        except ReadError as exc:
+            log.warning("skipping %s", exc)
+            continue
+        image = vols[0]
+        tumour_type = image.metadata.get("tumour_type")
+        group = str(image.metadata.get("patient_id") or stem(pair.image))
+        if image.ndim == 2:
+            samples.append(Sample(group, pair.image, pair.mask, None, tumour_type=tumour_type))
+            continue
+        mask = vols[1] if len(vols) > 1 and pair.mask == pair.image else read(pair.mask)[0]
+        if mask.data.shape != image.data.shape:
+            log.warning("skipping %s: mask shape differs from image", pair.image.name)
+            continue
+        annotated = annotated_indices(mask.data)
+        empty = [i for i in range(image.data.shape[0]) if i not in set(annotated)
+                 and image.data[i].max() > image.data[i].min()]
+        n_empty = min(len(empty), int(math.ceil(max_empty_ratio * len(annotated))))
+        picks = [empty[int(k)] for k in np.linspace(0, len(empty) - 1, n_empty)] if n_empty else []
+        for i in sorted(set(annotated) | set(picks)):
+            samples.append(Sample(group, pair.image, pair.mask, i, tumour_type=tumour_type))
+    if unpaired:
+        log.warning("%d image(s) without a mask were left out", unpaired)
+    if not samples:
+        raise ValueError(
+            f"{folder}: no image/mask pairs to train on. Name masks NAME_mask.png beside "
+            "NAME.png, or put images/ and masks/ folders with the same file names (see README)."
+        )
+    return samples
+
+
+def samples_from_arrays(image: np.ndarray, labels: np.ndarray, group: str = "layer",
+                        axis: int = 0) -> list[Sample]:
+    """Training slices from an image and its labels (napari layers).
+
+    A 2D pair gives one sample; a volume gives the slices along ``axis`` where the labels hold
+    anything (the slices the user annotated or corrected).
+    """
+    image = np.asarray(image)
+    labels = np.asarray(labels)
+    if image.shape != labels.shape:
+        raise ValueError(
+            f"image {image.shape} and labels {labels.shape} differ in shape; the labels layer "
+            "must be drawn on this image"
+        )
+    if image.ndim == 2:
+        return [Sample(group, image=image, mask=labels)]
+    if image.ndim != 3:
+        raise ValueError(f"expected a 2D or 3D image, got shape {image.shape}")
+    idx = annotated_indices(labels, axis)
+    if not idx:
+        raise ValueError("the labels layer is empty: paint the tumour on at least one slice")
+    return [Sample(f"{group}", image=np.take(image, i, axis), mask=np.take(labels, i, axis))
+            for i in idx]
+
+
+def split_samples(samples: Sequence[Sample], val_fraction: float,
+                  seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+    """Split into training and validation by group (patient / volume), reproducibly.
+
+    With a single group the split falls back to slices, with a warning (slices of one volume are
+    correlated, so validation scores are then optimistic).
+    """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if val_fraction == 0 or len(samples) < 2:
+        return list(samples), []
+    groups = sorted({s.group for s in samples})
+    rng = np.random.default_rng(seed)
+    if len(groups) >= 2:
+        order = rng.permutation(len(groups))
+        n_val = min(len(groups) - 1, max(1, round(val_fraction * len(groups))))
+        val_groups = {groups[i] for i in order[:n_val]}
+        return ([s for s in samples if s.group not in val_groups],
+                [s for s in samples if s.group in val_groups])
+    log.warning("one patient/volume only: validating on held-out slices of it")
+    order = rng.permutation(len(samples))
+    n_val = max(1, round(val_fraction * len(samples)))
+    val_idx = set(order[:n_val].tolist())
+    return ([s for i, s in enumerate(samples) if i not in val_idx],
+            [s for i, s in enumerate(samples) if i in val_idx])
+
+
+# --------------------------------------------------------------------------- torch datasets
+
+
+def _augment(img: torch.Tensor, msk: torch.Tensor,
+             rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flips, small rotation and scaling (one resampling), intensity scale/shift and gamma."""
+    if rng.random() < 0.5:
+        img, msk = img.flip(-1), msk.flip(-1)
+    if rng.random() < 0.5:
+        img, msk = img.flip(-2), msk.flip(-2)
+    if rng.random() < 0.7:
+        angle = math.radians(rng.uniform(-10, 10))
+        scale = rng.uniform(0.9, 1.1)
+        c, s = math.cos(angle) / scale, math.sin(angle) / scale
+        theta = torch.tensor([[[c, -s, 0.0], [s, c, 0.0]]], dtype=torch.float32)
+        grid = F.affine_grid(theta, [1, 1, *img.shape[-2:]], align_corners=False)
+        img = F.grid_sample(img[None], grid, mode="bilinear", padding_mode="zeros",
+                            align_corners=False)[0]
+        msk = F.grid_sample(msk[None], grid, mode="nearest", padding_mode="zeros",
+                            align_corners=False)[0]
+    img = img * float(rng.uniform(0.9, 1.1)) + float(rng.uniform(-0.1, 0.1))
+    if rng.random() < 0.5:
+        gamma = float(np.exp(rng.uniform(-0.25, 0.25)))
+        img = img.clamp(min=0) ** gamma
+    return img, msk
+
+
+def _crop_or_pad(img: np.ndarray, msk: np.ndarray, size: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A ``size`` x ``size`` window; half the time centred on a tumour pixel when there is one."""
+    h, w = img.shape
+    ph, pw = max(0, size - h), max(0, size - w)
+    if ph or pw:
+        pads = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
+        img, msk = np.pad(img, pads), np.pad(msk, pads)
+        h, w = img.shape
+    if msk.any() and rng.random() < 0.5:
+        ys, xs = np.nonzero(msk)
+        k = rng.integers(len(ys))
+        y0 = int(np.clip(ys[k] - size // 2 + rng.integers(-size // 4, size // 4 + 1), 0, h - size))
+        x0 = int(np.clip(xs[k] - size // 2 + rng.integers(-size // 4, size // 4 + 1), 0, w - size))
+    else:
+        y0, x0 = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    return img[y0:y0 + size, x0:x0 + size], msk[y0:y0 + size, x0:x0 + size]
+
+
+class TrainingSet(Dataset):
+    """Normalised, cropped and augmented ``(1, P, P)`` patches of training samples.
+
+    Randomness comes from ``(seed, epoch, index)`` only, so an interrupted and resumed run sees
+    exactly the same batches as an uninterrupted one. Call :meth:`set_epoch` each epoch.
+    """
+
+    def __init__(self, samples: Sequence[Sample], patch_size: int = 256, augment: bool = True,
+                 normalisation: dict[str, Any] | None = None, seed: int = 0) -> None:
+        if not samples:
+            raise ValueError("no training samples")
+        self.samples = list(samples)
+        self.patch_size = int(patch_size)
+        self.augment = augment
+        self.normalisation = normalisation
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the random stream of this epoch."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        img, msk = self.samples[i].load()
+        img = normalise(img, self.normalisation)
+        img, msk = _crop_or_pad(img, msk, self.patch_size, rng)
+        ti = torch.from_numpy(np.ascontiguousarray(img))[None]
+        tm = torch.from_numpy(np.ascontiguousarray(msk)).float()[None]
+        if self.augment:
+            ti, tm = _augment(ti, tm, rng)
+        return ti, tm
+
+
+class EvalSet(Dataset):
+    """Whole normalised slices (any size) with their masks, for validation and testing."""
+
+    def __init__(self, samples: Sequence[Sample], normalisation: dict[str, Any] | None = None):
+        self.samples = list(samples)
+        self.normalisation = normalisation
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        img, msk = self.samples[i].load()
+        ti = torch.from_numpy(normalise(img, self.normalisation))[None]
+        return ti, torch.from_numpy(msk).float()[None]

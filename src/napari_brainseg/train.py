@@ -1,0 +1,371 @@
+"""Training a U-Net: a generator that yields progress, so the CLI, tests and widgets share it.
+
+``iter_training(...)`` yields a :class:`BatchProgress` after every batch and an
+:class:`EpochReport` after every epoch, and returns a :class:`TrainResult`. ``train(...)`` runs it
+to the end. Two checkpoints are written atomically after each epoch:
+
+- ``OUT`` (e.g. ``model.pt``): the best epoch so far, by validation Dice (by training loss when
+  there is no validation set);
+- ``OUT.last.pt``: the latest epoch with optimizer, scheduler and early-stopping state, for
+  ``resume``. A run stopped mid-epoch (cancel, crash, power cut) leaves the previous epoch's files
+  intact and loadable.
+
+Runs are reproducible on a CPU: the batch order, the augmentation and dropout are drawn from
+``(seed, epoch)`` only, so resuming from ``OUT.last.pt`` ends with the same weights as an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .data import EvalSet, Sample, TrainingSet
+from .losses import LossConfig, make_loss
+from .metrics import Counts, scores
+from .model import UNet, UNetConfig, load_checkpoint, save_checkpoint
+from .preprocess import DEFAULT_NORMALISATION
+
+log = logging.getLogger(__name__)
+
+Device = Literal["auto", "cpu", "cuda", "mps"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train.
+
+    Attributes
+    ----------
+    loss : LossConfig
+        The loss and its parameters (default Dice + BCE).
+    epochs : int
+        Maximum number of epochs.
+    batch_size : int
+        Patches per step.
+    lr : float
+        Adam learning rate (the study: 1e-3).
+    patch_size : int
+        Side of the square training patches (images are cropped or padded to it).
+    augment : bool
+        Flips, small rotations/scaling, intensity and gamma changes.
+    schedule : {"plateau", "cosine", "none"}
+        Learning-rate schedule: halve on a validation-Dice plateau, cosine decay, or constant.
+    patience : int or None
+        Stop when validation Dice has not improved for this many epochs (None: never).
+    seed : int
+        Seed of everything random.
+    deterministic : bool
+        Ask PyTorch for deterministic kernels (slower on some devices).
+    device : {"auto", "cpu", "cuda", "mps"}
+        ``auto`` picks CUDA, then Apple MPS, then the CPU.
+    threshold : float
+        Probability threshold for the validation metrics.
+    normalisation : dict
+        Intensity normalisation (stored in the checkpoint; see ``preprocess.normalise``).
+    """
+
+    loss: LossConfig = field(default_factory=LossConfig)
+    epochs: int = 30
+    batch_size: int = 8
+    lr: float = 1e-3
+    patch_size: int = 256
+    augment: bool = True
+    schedule: Literal["plateau", "cosine", "none"] = "plateau"
+    patience: int | None = 10
+    seed: int = 0
+    deterministic: bool = False
+    device: Device = "auto"
+    threshold: float = 0.5
+    normalisation: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_NORMALISATION))
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        if not self.lr > 0:
+            raise ValueError(f"learning rate must be > 0, got {self.lr}")
+        if self.patch_size < 16:
+            raise ValueError(f"patch_size must be >= 16, got {self.patch_size}")
+        if self.schedule not in ("plateau", "cosine", "none"):
+            raise ValueError(f"schedule must be plateau, cosine or none, got {self.schedule!r}")
+        if self.device not in ("auto", "cpu", "cuda", "mps"):
+            raise ValueError(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for checkpoints and JSON."""
+        d = asdict(self)
+        d["loss"] = self.loss.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`."""
+        from dataclasses import fields
+
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}  # checkpoints add run facts (n_train...)
+        d["loss"] = LossConfig(**d.get("loss", {}))
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """One optimisation step done."""
+
+    epoch: int
+    step: int
+    steps: int
+    loss: float
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """One epoch done. Validation fields are NaN without a validation set."""
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    val_loss: float
+    val_dice: float
+    val_precision: float
+    val_recall: float
+    lr: float
+    seconds: float
+    is_best: bool
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run produced."""
+
+    best_path: Path
+    last_path: Path
+    best_epoch: int
+    best_score: float
+    epochs_run: int
+    cancelled: bool
+    stopped_early: bool
+    history: list[EpochReport]
+
+
+def last_path_for(out: Path) -> Path:
+    """``model.pt`` -> ``model.last.pt``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.last{out.suffix or '.pt'}")
+
+
+def pick_device(device: Device = "auto") -> torch.device:
+    """Resolve ``auto`` to CUDA, then MPS, then CPU; refuse an unavailable explicit choice."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA GPU is available; use auto or cpu")
+    return torch.device(device)
+
+
+def _evaluate(model: UNet, loader: DataLoader, loss_fn: Any, device: torch.device,
+              threshold: float) -> tuple[float, dict[str, float]]:
+    model.eval()
+    total_loss, n = 0.0, 0
+    counts = Counts()
+    with torch.inference_mode():
+        for img, msk in loader:
+            img, msk = img.to(device), msk.to(device)
+            logits = model(img)
+            total_loss += float(loss_fn(logits, msk)) * img.shape[0]
+            n += img.shape[0]
+            pred = torch.sigmoid(logits) > threshold
+            t = msk > 0.5
+            tp = int((pred & t).sum())
+            fp = int((pred & ~t).sum())
+            fn = int((~pred & t).sum())
+            counts = counts + Counts(tp, fp, fn, int(t.numel()) - tp - fp - fn)
+    return total_loss / max(n, 1), scores(counts)
+
+
+def iter_training(
+    train_samples: Sequence[Sample],
+    val_samples: Sequence[Sample],
+    out: str | Path,
+    config: TrainConfig | None = None,
+    model_config: UNetConfig | None = None,
+    init: str | Path | None = None,
+    resume: str | Path | None = None,
+    stop: threading.Event | None = None,
+) -> Generator[BatchProgress | EpochReport, None, TrainResult]:
+    """Train a U-Net, yielding progress; see the module docstring.
+
+    Parameters
+    ----------
+    train_samples, val_samples : sequence of Sample
+        Training and validation slices (validation may be empty).
+    out : path
+        Best-model checkpoint path; the last-epoch checkpoint goes beside it.
+    config : TrainConfig, optional
+        Training settings (defaults: Dice + BCE, 30 epochs, batch 8, Adam 1e-3, patches 256).
+    model_config : UNetConfig, optional
+        Architecture of a new model (default: the study's U-Net). Ignored with ``init``/``resume``.
+    init : path, optional
+        Fine-tune: start from this checkpoint's weights (fresh optimizer).
+    resume : path, optional
+        Continue an interrupted run from its ``.last.pt`` checkpoint (same data and config).
+    stop : threading.Event, optional
+        Set it to stop after the current batch (a widget's Cancel).
+    """
+    cfg = config or TrainConfig()
+    out = Path(out)
+    last = last_path_for(out)
+    device = pick_device(cfg.device)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    start_epoch = 1
+    history: list[EpochReport] = []
+    best_score, best_epoch, bad_epochs = -math.inf, 0, 0
+    optimizer_state = scheduler_state = None
+    if resume is not None:
+        ck = load_checkpoint(resume)
+        if not ck.resume:
+            raise ValueError(f"{Path(resume).name} has no resume state; pass the .last.pt file")
+        model = ck.model
+        saved = TrainConfig.from_dict(ck.training)
+        cfg = replace(saved, epochs=cfg.epochs, device=cfg.device)
+        start_epoch = int(ck.resume["epoch"]) + 1
+        best_score = float(ck.resume["best_score"])
+        best_epoch = int(ck.resume["best_epoch"])
+        bad_epochs = int(ck.resume["bad_epochs"])
+        history = [EpochReport(**h) for h in ck.resume.get("history", [])]
+        optimizer_state = ck.optimizer
+        scheduler_state = ck.resume.get("scheduler")
+    elif init is not None:
+        model = load_checkpoint(init).model
+    else:
+        torch.manual_seed(cfg.seed)
+        model = UNet(model_config or UNetConfig())
+    model.to(device)
+    loss_fn = make_loss(cfg.loss)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    if optimizer_state:
+        optimizer.load_state_dict(optimizer_state)
+    scheduler: Any = None
+    if cfg.schedule == "plateau":
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5,
+                                                               patience=3)
+    elif cfg.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if scheduler is not None and scheduler_state:
+        scheduler.load_state_dict(scheduler_state)
+
+    train_set = TrainingSet(train_samples, cfg.patch_size, cfg.augment, cfg.normalisation,
+                            cfg.seed)
+    val_loader = DataLoader(EvalSet(val_samples, cfg.normalisation), batch_size=1) \
+        if val_samples else None
+    steps = math.ceil(len(train_set) / cfg.batch_size)
+    training_meta = cfg.to_dict()
+    training_meta.update({"n_train": len(train_samples), "n_val": len(val_samples),
+                          "init": str(init) if init else None})
+    stopped_early = False
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        train_set.set_epoch(epoch)
+        order = torch.randperm(len(train_set),
+                               generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout: reproducible per epoch
+        model.train()
+        running, seen = 0.0, 0
+        for step in range(steps):
+            if stop is not None and stop.is_set():
+                return _result(out, last, best_epoch, best_score, epoch - 1, True, False, history)
+            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size].tolist()
+            batch = [train_set[i] for i in idx]
+            img = torch.stack([b[0] for b in batch]).to(device)
+            msk = torch.stack([b[1] for b in batch]).to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(img), msk)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss became {float(loss)} at epoch {epoch}; lower the learning "
+                    "rate or check the images for extreme values"
+                )
+            loss.backward()
+            optimizer.step()
+            running += float(loss.detach()) * len(idx)
+            seen += len(idx)
+            yield BatchProgress(epoch, step + 1, steps, float(loss.detach()))
+        train_loss = running / max(seen, 1)
+        if val_loader is not None:
+            val_loss, val = _evaluate(model, val_loader, loss_fn, device, cfg.threshold)
+            score = val["f1"]
+        else:
+            val_loss, val = math.nan, {"f1": math.nan, "precision": math.nan, "recall": math.nan}
+            score = -train_loss
+        lr = optimizer.param_groups[0]["lr"]
+        if scheduler is not None:
+            if cfg.schedule == "plateau":
+                scheduler.step(score)
+            else:
+                scheduler.step()
+        is_best = score > best_score
+        if is_best:
+            best_score, best_epoch, bad_epochs = score, epoch, 0
+        else:
+            bad_epochs += 1
+        report = EpochReport(epoch, cfg.epochs, train_loss, val_loss, val["f1"], val["precision"],
+                             val["recall"], lr, time.perf_counter() - t0, is_best)
+        history.append(report)
+        metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                   "val_dice": val["f1"], "val_precision": val["precision"],
+                   "val_recall": val["recall"]}
+        model.cpu()
+        if is_best:
+            save_checkpoint(out, model, cfg.normalisation, training_meta, metrics)
+        save_checkpoint(
+            last, model, cfg.normalisation, training_meta, metrics,
+            optimizer=optimizer.state_dict(),
+            resume={"epoch": epoch, "best_score": best_score, "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs,
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "history": [asdict(h) for h in history]},
+        )
+        model.to(device)
+        yield report
+        if cfg.patience is not None and bad_epochs >= cfg.patience:
+            stopped_early = True
+            break
+    return _result(out, last, best_epoch, best_score, epoch, False, stopped_early, history)
+
+
+def _result(out: Path, last: Path, best_epoch: int, best_score: float, epochs_run: int,
+            cancelled: bool, stopped_early: bool, history: list[EpochReport]) -> TrainResult:
+    return TrainResult(out, last, best_epoch, float(best_score), epochs_run, cancelled,
+                       stopped_early, list(history))
+
+
+def train(*args: Any, **kwargs: Any) -> TrainResult:
+    """Run :func:`iter_training` to the end and return its result."""
+    gen = iter_training(*args, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as done:
+            return done.value
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch and numpy's legacy global generator (for scripts)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - legacy global state some libraries still read
