@@ -35,14 +35,40 @@ def shot_skullstrip(viewer: napari.Viewer) -> None:
     viewer.dims.set_current_step(0, 95)
 
 
-SHOTS = {"reader": shot_reader, "skullstrip": shot_skullstrip}
+def shot_train(viewer: napari.Viewer) -> None:
+    import tempfile
+
+    from napari_brainseg._widgets import TrainWidget
+    from napari_brainseg.synthetic import write_sample_folder
+
+    tmp = Path(tempfile.mkdtemp())
+    write_sample_folder(tmp / "phantoms", n=48, shape=(128, 128), seed=0)
+    image, labels = viewer.open(str(tmp / "phantoms"), plugin="napari-brainseg")
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Train U-Net", area="right")
+    widget.reset_choices()
+    widget.image.value, widget.labels.value = image, labels
+    widget.epochs.value = 40
+    widget.batch_size.value = 8
+    widget.base_filters.value = 8
+    widget.patch_size.value = 128
+    widget.lr.value = 3e-3
+    widget.val_split.value = 0.2
+    widget.out.value = str(tmp / "model.pt")
+    widget.run_button.clicked.emit()
+    widget.wait(600_000)
+    labels.contour = 1
+    viewer.dims.set_current_step(0, 1)
+
+
+SHOTS = {"reader": shot_reader, "skullstrip": shot_skullstrip, "train": shot_train}
 
 
 def main(names: list[str]) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for name in names or list(SHOTS):
         viewer = napari.Viewer(show=True)
-        viewer.window._qt_window.resize(1200, 800)
+        viewer.window._qt_window.resize(1500 if name == "train" else 1200, 900)
         SHOTS[name](viewer)
         viewer.reset_view()
         napari.qt.get_qapp().processEvents()

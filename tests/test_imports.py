@@ -3,8 +3,8 @@
 import subprocess
 import sys
 
-CORE_NUMPY = ["io", "synthetic", "skullstrip"]
-CORE_ALL = CORE_NUMPY + ["cli"]
+CORE_NUMPY = ["io", "preprocess", "synthetic", "skullstrip", "metrics"]
+CORE_ALL = CORE_NUMPY + ["cli", "model", "losses", "data", "train"]
 
 
 def _modules_after(code: str) -> set[str]:

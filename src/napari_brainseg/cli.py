@@ -131,6 +131,70 @@ def _cmd_skull_strip(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# --------------------------------------------------------------------------- train
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .data import samples_from_folder, split_samples
+    from .losses import LossConfig
+    from .model import CheckpointError, UNetConfig
+    from .train import BatchProgress, EpochReport, TrainConfig, iter_training
+
+    try:
+        loss = LossConfig(args.loss, alpha=args.alpha, gamma=args.gamma, beta=args.beta,
+                          pos_weight=args.pos_weight)
+        cfg = TrainConfig(loss=loss, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                          patch_size=args.patch_size, augment=not args.no_augment,
+                          patience=args.patience or None, seed=args.seed, device=args.device,
+                          deterministic=args.deterministic)
+        samples = samples_from_folder(args.data)
+        train_s, val_s = split_samples(samples, args.val_split, args.seed)
+    except ValueError as exc:
+        _err(str(exc))
+        return 2
+    print(f"training on {len(train_s)} slices, validating on {len(val_s)} "
+          f"({len({s.group for s in samples})} patients/volumes); loss {loss.name}")
+    model_cfg = UNetConfig(base_filters=args.base_filters)
+    bar = None
+    try:
+        gen = iter_training(train_s, val_s, args.out, cfg, model_cfg, init=args.init,
+                            resume=args.resume)
+        while True:
+            try:
+                item = next(gen)
+            except StopIteration as done:
+                result = done.value
+                break
+            if isinstance(item, BatchProgress):
+                if bar is None:
+                    bar = tqdm(total=item.steps, desc=f"epoch {item.epoch}", leave=False,
+                               disable=args.quiet)
+                bar.update(1)
+            elif isinstance(item, EpochReport):
+                if bar is not None:
+                    bar.close()
+                    bar = None
+                star = " *" if item.is_best else ""
+                print(f"epoch {item.epoch:3d}/{item.epochs}  loss {item.train_loss:.4f}  "
+                      f"val loss {item.val_loss:.4f}  val Dice {item.val_dice:.4f}  "
+                      f"P {item.val_precision:.3f} R {item.val_recall:.3f}  lr {item.lr:.2g}  "
+                      f"{item.seconds:.1f}s{star}", flush=True)
+    except (CheckpointError, ValueError, FloatingPointError) as exc:
+        _err(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        from .train import last_path_for
+
+        _err(f"interrupted; resume with --resume {last_path_for(Path(args.out))}")
+        return 130
+    how = " (stopped early)" if result.stopped_early else ""
+    print(f"best epoch {result.best_epoch} (validation Dice {result.best_score:.4f}){how}: "
+          f"{result.best_path}; last epoch with optimizer state: {result.last_path}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -172,6 +236,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_skull_strip)
+
+    p = sub.add_parser("train", help="train (or fine-tune) a U-Net on image/mask pairs",
+                       description="DATA is a folder in the README's pairing convention "
+                       "(NAME + NAME_mask, images/ + masks/, or figshare .mat files).")
+    p.add_argument("data", help="training folder")
+    p.add_argument("--out", required=True, help="best-model checkpoint (e.g. model.pt)")
+    p.add_argument("--loss", default="dice+bce",
+                   choices=["bce", "dice", "focal", "tversky", "dice+bce", "dice+focal"])
+    p.add_argument("--alpha", type=float, default=None,
+                   help="focal: tumour weight (none = unweighted); tversky: FP weight (0.3)")
+    p.add_argument("--gamma", type=float, default=2.0, help="focal gamma (default 2)")
+    p.add_argument("--beta", type=float, default=None, help="tversky FN weight (1 - alpha)")
+    p.add_argument("--pos-weight", type=float, default=None, help="BCE tumour weight")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--val-split", type=float, default=0.2,
+                   help="fraction of patients/volumes held out for validation (default 0.2)")
+    p.add_argument("--patch-size", type=int, default=256)
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--patience", type=int, default=10, help="early stopping (0: never)")
+    p.add_argument("--base-filters", type=int, default=16, help="U-Net width (study: 16)")
+    p.add_argument("--init", default=None, help="fine-tune from this checkpoint")
+    p.add_argument("--resume", default=None, help="continue from a .last.pt checkpoint")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--deterministic", action="store_true")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
     return parser
 
 

@@ -299,3 +299,44 @@ class EvalSet(Dataset):
         img, msk = self.samples[i].load()
         ti = torch.from_numpy(normalise(img, self.normalisation))[None]
         return ti, torch.from_numpy(msk).float()[None]
+
+
+def add_training_pair(folder: str | Path, image: np.ndarray, labels: np.ndarray, name: str,
+                      like: Any = None) -> tuple[Path, Path]:
+    """Save an image and its (corrected) labels into a training folder, never overwriting.
+
+    Writes ``folder/images/NAME.EXT`` and ``folder/masks/NAME.EXT`` (NIfTI for volumes, keeping
+    the scan's geometry from ``like``; TIFF image + PNG mask for 2D). When ``NAME`` is taken,
+    ``NAME_2``, ``NAME_3``, ... are used instead.
+
+    Returns
+    -------
+    tuple of Path
+        The image and mask paths written.
+    """
+    from .io import write_image, write_labels
+
+    image = np.asarray(image)
+    labels = np.asarray(labels)
+    if image.shape != labels.shape:
+        raise ValueError(f"image {image.shape} and labels {labels.shape} differ in shape")
+    if not labels.any():
+        raise ValueError("the labels are empty: paint or correct the tumour first")
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._") or "pair"
+    img_ext, mask_ext = (".nii.gz", ".nii.gz") if image.ndim == 3 else (".tif", ".png")
+    k = 1
+    while True:
+        base = safe if k == 1 else f"{safe}_{k}"
+        taken = [p for p in (folder / "images").iterdir() if stem(p) == base] + [
+            p for p in (folder / "masks").iterdir() if stem(p) == base]
+        if not taken:
+            break
+        k += 1
+    img_path = write_image(folder / "images" / f"{base}{img_ext}", image.astype(np.float32),
+                           like=like)
+    mask_path = write_labels(folder / "masks" / f"{base}{mask_ext}",
+                             (labels > 0).astype(np.uint8), like=like)
+    return img_path, mask_path

@@ -60,7 +60,8 @@ class TrainConfig:
     augment : bool
         Flips, small rotations/scaling, intensity and gamma changes.
     schedule : {"plateau", "cosine", "none"}
-        Learning-rate schedule: halve on a validation-Dice plateau, cosine decay, or constant.
+        Learning-rate schedule: halve after 5 epochs without a lower validation loss, cosine
+        decay, or constant.
     patience : int or None
         Stop when validation Dice has not improved for this many epochs (None: never).
     seed : int
@@ -235,6 +236,7 @@ def iter_training(
     start_epoch = 1
     history: list[EpochReport] = []
     best_score, best_epoch, bad_epochs = -math.inf, 0, 0
+    best_loss = math.inf  # breaks ties of the score (Dice is 0 for a while early on)
     optimizer_state = scheduler_state = None
     if resume is not None:
         ck = load_checkpoint(resume)
@@ -247,6 +249,7 @@ def iter_training(
         best_score = float(ck.resume["best_score"])
         best_epoch = int(ck.resume["best_epoch"])
         bad_epochs = int(ck.resume["bad_epochs"])
+        best_loss = float(ck.resume.get("best_loss", math.inf))
         history = [EpochReport(**h) for h in ck.resume.get("history", [])]
         optimizer_state = ck.optimizer
         scheduler_state = ck.resume.get("scheduler")
@@ -262,8 +265,10 @@ def iter_training(
         optimizer.load_state_dict(optimizer_state)
     scheduler: Any = None
     if cfg.schedule == "plateau":
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5,
-                                                               patience=3)
+        # On the loss, not the Dice: Dice sits at 0 for the first epochs while the model is still
+        # learning, and a plateau scheduler fed that would starve it of learning rate.
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
+                                                               patience=5)
     elif cfg.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     if scheduler is not None and scheduler_state:
@@ -314,16 +319,22 @@ def iter_training(
             val_loss, val = math.nan, {"f1": math.nan, "precision": math.nan, "recall": math.nan}
             score = -train_loss
         lr = optimizer.param_groups[0]["lr"]
+        monitored_loss = val_loss if val_loader is not None else train_loss
         if scheduler is not None:
             if cfg.schedule == "plateau":
-                scheduler.step(score)
+                scheduler.step(monitored_loss)
             else:
                 scheduler.step()
-        is_best = score > best_score
+        # Best = highest validation Dice, ties broken by a lower validation loss. Early stopping
+        # counts epochs in which neither improved: a Dice still stuck at 0 while the loss falls
+        # is progress, not a plateau.
+        is_best = score > best_score + 1e-6 or (abs(score - best_score) <= 1e-6
+                                                and monitored_loss < best_loss)
+        improved = score > best_score + 1e-4 or monitored_loss < best_loss - 1e-4
         if is_best:
-            best_score, best_epoch, bad_epochs = score, epoch, 0
-        else:
-            bad_epochs += 1
+            best_score, best_epoch = score, epoch
+        best_loss = min(best_loss, monitored_loss)
+        bad_epochs = 0 if improved else bad_epochs + 1
         report = EpochReport(epoch, cfg.epochs, train_loss, val_loss, val["f1"], val["precision"],
                              val["recall"], lr, time.perf_counter() - t0, is_best)
         history.append(report)
@@ -337,7 +348,7 @@ def iter_training(
             last, model, cfg.normalisation, training_meta, metrics,
             optimizer=optimizer.state_dict(),
             resume={"epoch": epoch, "best_score": best_score, "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs,
+                    "bad_epochs": bad_epochs, "best_loss": best_loss,
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "history": [asdict(h) for h in history]},
         )

@@ -1,0 +1,65 @@
+import numpy as np
+
+from napari_brainseg._widgets import RECENT_MODELS, TrainWidget
+from napari_brainseg.model import load_checkpoint
+from napari_brainseg.synthetic import make_phantom
+
+
+def _stack(n=4, size=64):
+    phs = [make_phantom((size, size), ["meningioma", "glioma", "pituitary"][i % 3], seed=i,
+                        skull=False) for i in range(n)]
+    return np.stack([p.image for p in phs]), np.stack([p.tumour for p in phs])
+
+
+def _widget(viewer, tmp_path):
+    w = TrainWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.reset_choices()
+    w.epochs.value = 2
+    w.batch_size.value = 2
+    w.base_filters.value = 4
+    w.patch_size.value = 64
+    w.out.value = str(tmp_path / "model.pt")
+    w.folder.value = str(tmp_path / "training")
+    return w
+
+
+def test_two_epochs_on_layers_update_plot_and_progress(make_napari_viewer_proxy, qtbot,
+                                                       tmp_path):
+    viewer = make_napari_viewer_proxy()
+    img, lab = _stack()
+    il = viewer.add_image(img, name="scan")
+    ll = viewer.add_labels(lab, name="scan tumour")
+    w = _widget(viewer, tmp_path)
+    w.image.value, w.labels.value = il, ll
+    w.val_split.value = 0.25
+    w.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: w.run_button.enabled and w._worker is None, timeout=60_000)
+    assert w.plot.epochs == [1, 2]
+    assert len(w.plot.ax_loss.lines) == 2 and len(w.plot.ax_dice.lines[0].get_xdata()) == 2
+    assert w.progress.value == w.progress.max > 0
+    assert (tmp_path / "model.pt").exists() and RECENT_MODELS[-1] == str(tmp_path / "model.pt")
+    assert load_checkpoint(tmp_path / "model.pt").training["epochs"] == 2
+    assert w.out.value != tmp_path / "model.pt"  # the next run writes a new file
+
+
+def test_cancel_and_correct_then_retrain(make_napari_viewer_proxy, qtbot, tmp_path):
+    viewer = make_napari_viewer_proxy()
+    img, lab = _stack(3)
+    il = viewer.add_image(img, name="scan")
+    ll = viewer.add_labels(lab, name="scan tumour")
+    w = _widget(viewer, tmp_path)
+    w.image.value, w.labels.value = il, ll
+    # Correct-then-retrain: save the pair twice -> two pairs, nothing overwritten.
+    w.add_to_folder()
+    w.add_to_folder()
+    names = sorted(p.name for p in (tmp_path / "training" / "images").iterdir())
+    assert names == ["scan.nii.gz", "scan_2.nii.gz"]
+    w.source.value = "training folder"
+    w.epochs.value = 200
+    w.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: len(w.plot.epochs) >= 1, timeout=60_000)
+    w.cancel_button.clicked.emit()
+    qtbot.waitUntil(lambda: w._worker is None, timeout=60_000)
+    assert "cancelled" in w.status.value and len(w.plot.epochs) < 200
+    load_checkpoint(tmp_path / "model.last.pt")
