@@ -51,3 +51,24 @@ def make_dicom_series(folder: Path, n: int = 5, uid: str = "1.2.3.4.5", shuffle:
         ds.save_as(p)
         paths.append(p)
     return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A small U-Net trained for a few seconds on 64x64 phantoms (shared by predict tests)."""
+    from napari_brainseg.data import Sample
+    from napari_brainseg.losses import LossConfig
+    from napari_brainseg.model import UNetConfig
+    from napari_brainseg.synthetic import make_phantom
+    from napari_brainseg.train import TrainConfig, train
+
+    kinds = ["meningioma", "glioma", "pituitary"]
+    samples = []
+    for s in range(16):
+        ph = make_phantom((64, 64), kinds[s % 3], seed=s, skull=False)
+        samples.append(Sample(f"p{s}", image=ph.image, mask=ph.tumour))
+    out = tmp_path_factory.mktemp("model") / "tiny.pt"
+    cfg = TrainConfig(loss=LossConfig("dice+bce"), epochs=40, batch_size=4, lr=3e-3,
+                      patch_size=64, augment=False, schedule="none", patience=None)
+    train(samples, samples, out, cfg, UNetConfig(base_filters=8, dropout=(0.0,) * 5))
+    return out

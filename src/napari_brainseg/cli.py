@@ -195,6 +195,55 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- segment
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .io import ReadError
+    from .model import CheckpointError
+    from .predict import Predictor, SegmentOptions, iter_segment_folder, list_inputs, summarise
+
+    try:
+        opts = SegmentOptions(threshold=args.threshold, tta=args.tta,
+                              min_area_mm2=args.min_area, keep=args.keep,
+                              batch_size=args.batch_size)
+        predictor = Predictor.from_checkpoint(args.model, opts, device=args.device)
+        n_inputs = len(list_inputs(args.input))
+    except (CheckpointError, ValueError, ReadError, FileNotFoundError) as exc:
+        _err(str(exc))
+        return 2
+    if n_inputs == 0:
+        _err(f"{args.input}: no scans found")
+        return 2
+    gen = iter_segment_folder(args.input, args.output, predictor, skull_strip=args.skull_strip,
+                              overwrite=args.overwrite, overlays=args.overlays, axis=args.axis)
+    results = []
+    with tqdm(total=n_inputs, desc="segment", unit="file", disable=args.quiet) as bar:
+        for r in gen:
+            results.append(r)
+            bar.update(1)
+            if r.status == "failed":
+                tqdm.write(f"brainseg: error: {r.source}: {r.error}", file=sys.stderr)
+    width = max(len(str(r.source)) for r in results)
+    print(f"{'file':{width}s}  status   tumour          Dice   seconds")
+    for r in results:
+        size = f"{r.size_mm:9.1f} {r.unit}" if r.status != "failed" else " " * 13
+        dice = f"{r.dice:.3f}" if r.dice is not None else "  -  "
+        print(f"{str(r.source):{width}s}  {r.status:7s}  {size}  {dice}  {r.seconds:7.2f}")
+    s = summarise(results)
+    print(f"\n{s['ok']} segmented, {s['skipped']} skipped (already done), {s['failed']} failed; "
+          f"table: {Path(args.output) / 'results.csv'}")
+    if "pooled" in s:
+        p = s["pooled"]
+        print(f"pooled over {s['n_with_truth']} files with a ground-truth mask: Dice (F1) "
+              f"{p['f1']:.4f}, precision {p['precision']:.4f}, recall {p['recall']:.4f}, pixel "
+              f"accuracy {p['accuracy']:.4f} (all-background baseline "
+              f"{s['background_accuracy']:.4f})")
+    return 1 if s["failed"] else 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -265,6 +314,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("segment", help="segment tumours in a scan or a folder of scans",
+                       description="Writes OUTPUT/NAME_tumour masks in the input's format "
+                       "(NIfTI keeps the scan's affine) and OUTPUT/results.csv.")
+    p.add_argument("input", help="scan file, DICOM series folder, or a folder (recursive)")
+    p.add_argument("output", help="output folder")
+    p.add_argument("--model", default="demo",
+                   help="checkpoint file, or 'demo' for the built-in demo model (default)")
+    p.add_argument("--skull-strip", action="store_true",
+                   help="strip the skull first; no tumour is reported outside the brain")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x slower)")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--min-area", type=float, default=10.0,
+                   help="remove components smaller than this many mm² per slice (default 10)")
+    p.add_argument("--keep", choices=["all", "largest"], default="all")
+    p.add_argument("--axis", type=int, default=0, choices=[0, 1, 2],
+                   help="slice volumes along this axis (0: axial in display orientation)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--overlays", action="store_true", help="also write OUTPUT/overlays/*.png")
+    p.add_argument("--overwrite", action="store_true", help="redo files already segmented")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_segment)
     return parser
 
 

@@ -243,3 +243,94 @@ def write_sample_folder(folder: Path, n: int = 12, seed: int = 0,
                      lambda t, m=ph.tumour: iio.imwrite(str(t), (m * 255).astype(np.uint8)))
         written.append(folder / "images" / name)
     return written
+
+
+def insert_lesion(
+    image: np.ndarray,
+    brain: np.ndarray,
+    tumour_type: TumourType | Literal["random"] = "random",
+    seed: int = 0,
+    spacing: tuple[float, float] = (1.0, 1.0),
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Paint a synthetic tumour into a real 2D slice (for training and testing on real anatomy).
+
+    The tumour's look follows :func:`make_phantom` scaled to the slice's own intensities
+    (enhancement relative to the brain's 90th percentile): a meningioma on the brain's surface
+    reaching into the extra-axial space, a glioma deep in the brain with an enhancing ring around
+    a dark core and darker oedema, or a pituitary tumour below the brain's centre, midline.
+
+    Parameters
+    ----------
+    image : np.ndarray
+        ``(Y, X)`` slice.
+    brain : np.ndarray
+        ``(Y, X)`` bool brain mask of the slice (e.g. a BET mask or :func:`skull_strip`).
+    tumour_type : {"random", "meningioma", "glioma", "pituitary"}
+    seed : int
+        Random seed.
+    spacing : tuple of float
+        Pixel size in mm; tumour sizes are drawn in mm (radius 6-20 mm).
+
+    Returns
+    -------
+    tuple
+        ``(image, tumour_mask, tumour_type)``: the new float32 image, uint8 mask and the type.
+    """
+    img = np.asarray(image, np.float32).copy()
+    brain = np.asarray(brain, bool)
+    if img.shape != brain.shape or img.ndim != 2:
+        raise ValueError(f"image {img.shape} and brain {brain.shape} must be the same 2D shape")
+    if brain.sum() < 200:
+        raise ValueError("the brain mask is too small to hold a tumour (under 200 pixels)")
+    rng = np.random.default_rng(seed)
+    if tumour_type == "random":
+        tumour_type = rng.choice(TUMOUR_CHOICES[:3]).item()
+    if tumour_type not in TUMOUR_CHOICES[:3]:
+        raise ValueError("tumour_type must be meningioma, glioma, pituitary or random")
+    sy, sx = (float(s) for s in spacing)
+    yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]].astype(np.float32)
+    depth = ndi.distance_transform_edt(brain, sampling=(sy, sx))
+    ref = float(np.percentile(img[brain], 90))
+    fine = _smooth_noise(img.shape, max(12, img.shape[0] // 8), rng)
+    texture = _smooth_noise(img.shape, max(6, img.shape[0] // 24), rng)
+    rad = rng.uniform(6, min(20, max(7, depth.max() * 0.6)))  # mm
+
+    def disc(cy: float, cx: float, r: float, wobble: float) -> np.ndarray:
+        theta = np.arctan2(yy - cy, xx - cx)
+        d = np.hypot((yy - cy) * sy, (xx - cx) * sx) / r
+        return d * (1 + _angular(theta, rng, wobble, 2, 6))
+
+    if tumour_type == "meningioma":
+        edge = brain & (depth <= 1.5 * max(sy, sx))
+        ys, xs = np.nonzero(edge)
+        k = rng.integers(len(ys))
+        d = disc(ys[k], xs[k], rad, 0.05)
+        tumour = (d < 1) & ndi.binary_dilation(brain, iterations=2)
+        img[tumour] = ref * (1.45 + 0.08 * fine[tumour])
+    elif tumour_type == "glioma":
+        rad = min(rad, max(5.0, depth.max() * 0.5))
+        ys, xs = np.nonzero(depth > rad * 1.2)
+        if len(ys) == 0:
+            ys, xs = np.nonzero(depth >= depth.max() * 0.8)
+        k = rng.integers(len(ys))
+        d = disc(ys[k], xs[k], rad, 0.25)
+        oedema = (d < rng.uniform(1.5, 2.1)) & brain
+        img[oedema] *= 0.75
+        tumour = (d < 1) & brain
+        core = tumour & (d < rng.uniform(0.45, 0.7) + 0.12 * fine)
+        img[tumour] = ref * (1.3 + 0.1 * fine[tumour])
+        img[core] = ref * (0.35 + 0.08 * texture[core])
+    else:
+        cy, cx = ndi.center_of_mass(brain)
+        rows = np.nonzero(brain.any(axis=1))[0]
+        low = rows.max() if rows.size else cy
+        ty = cy + rng.uniform(0.35, 0.6) * (low - cy)
+        tx = cx + rng.uniform(-0.03, 0.03) * img.shape[1]
+        rad = rng.uniform(5, 11)
+        d = disc(ty, tx, rad, 0.03)
+        tumour = (d < 1) & ndi.binary_dilation(brain, iterations=2)
+        img[tumour] = ref * (1.35 + 0.06 * fine[tumour])
+    if not tumour.any():
+        raise ValueError("no room for a tumour in this slice's brain mask")
+    img = ndi.gaussian_filter(img, 0.5).astype(np.float32)  # blend edges like partial volume
+    return img, tumour.astype(np.uint8), str(tumour_type)

@@ -1,0 +1,518 @@
+"""Segmenting slices, volumes and folders with a U-Net checkpoint.
+
+- The checkpoint's own intensity normalisation is applied to every slice.
+- Any image size: the U-Net is fully convolutional, and images with a side larger than
+  ``tile`` are processed in overlapping ``tile`` x ``tile`` windows blended with a Gaussian weight
+  (so memory stays bounded for 1024 x 1024 and larger).
+- Optional flip test-time augmentation (mean of 4 flips), a threshold, postprocessing (components
+  smaller than ``min_area_mm2`` removed, the largest kept or all, holes filled) and an optional
+  brain mask outside which nothing is tumour.
+- Volumes are processed in batches of slices along an axis; only the uint8 mask (and, when asked,
+  the float32 probability) of the whole volume is held, never a float copy per step.
+- :func:`iter_segment_folder` yields one :class:`FileResult` per file (ok / skipped / failed with
+  the reason), writes masks in the input's format (NIfTI keeps the scan's affine) and keeps
+  ``results.csv`` up to date after every file, so the CLI and the batch widget share it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import logging
+import math
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+
+from .io import (
+    DICOM_SUFFIXES,
+    NIFTI_SUFFIXES,
+    ReadError,
+    Volume,
+    atomic_write,
+    find_pairs,
+    read,
+    stem,
+    suffix_of,
+    write_labels,
+)
+from .metrics import Counts, confusion, scores
+from .model import Checkpoint, UNet, load_checkpoint
+from .preprocess import normalise
+
+log = logging.getLogger(__name__)
+
+#: The built-in demo model (trained on synthetic data by scripts/train_demo_model.py).
+DEMO_MODEL = Path(__file__).resolve().parent / "models" / "demo_unet.pt"
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How to turn a scan into a tumour mask.
+
+    Attributes
+    ----------
+    threshold : float
+        Probability above which a pixel is tumour.
+    tta : bool
+        Average the probabilities of the 4 flips (about 4x slower).
+    tile : int or None
+        Sliding-window size for images with a larger side; None always runs whole images.
+    overlap : float
+        Window overlap fraction (0-0.9).
+    min_area_mm2 : float
+        Remove tumour components smaller than this in each slice (0 keeps everything).
+    keep : {"all", "largest"}
+        Keep every component, or only the largest (in 3D for volumes).
+    fill_holes : bool
+        Fill holes inside tumour components (necrotic cores are tumour too).
+    batch_size : int
+        Slices (or windows) per forward pass.
+    """
+
+    threshold: float = 0.5
+    tta: bool = False
+    tile: int | None = 512
+    overlap: float = 0.25
+    min_area_mm2: float = 10.0
+    keep: Literal["all", "largest"] = "all"
+    fill_holes: bool = True
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"threshold must be between 0 and 1, got {self.threshold}")
+        if self.tile is not None and self.tile < 32:
+            raise ValueError(f"tile must be at least 32 pixels, got {self.tile}")
+        if not 0 <= self.overlap < 0.95:
+            raise ValueError(f"overlap must be in [0, 0.95), got {self.overlap}")
+        if self.keep not in ("all", "largest"):
+            raise ValueError(f"keep must be 'all' or 'largest', got {self.keep!r}")
+        if self.min_area_mm2 < 0 or self.batch_size < 1:
+            raise ValueError("min_area_mm2 must be >= 0 and batch_size >= 1")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SegmentOptions:
+        """Build from a dict, ignoring unknown keys."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class SliceResult:
+    """A segmented slice: uint8 mask (1 = tumour) and float32 tumour probability."""
+
+    mask: np.ndarray
+    probability: np.ndarray
+
+
+@dataclass(frozen=True)
+class VolumeResult:
+    """A segmented volume; ``probability`` is None unless asked for."""
+
+    mask: np.ndarray
+    probability: np.ndarray | None
+    voxels: int
+    size_mm: float
+    unit: str
+
+
+def tumour_size(mask: np.ndarray, spacing: Sequence[float] | None = None) -> tuple[int, float, str]:
+    """Return ``(voxels, size, unit)``: area in mm² for a 2D mask, volume in mm³ for 3D."""
+    n = int(np.count_nonzero(mask))
+    sp = [1.0] * mask.ndim if spacing is None else [float(s) for s in spacing]
+    return n, n * float(np.prod(sp)), "mm2" if mask.ndim == 2 else "mm3"
+
+
+def _gaussian_weight(tile: int) -> torch.Tensor:
+    ax = torch.arange(tile, dtype=torch.float32) - (tile - 1) / 2
+    g = torch.exp(-(ax**2) / (2 * (tile / 8) ** 2))
+    w = g[:, None] * g[None, :]
+    return (w / w.max()).clamp(min=1e-3)
+
+
+def _starts(n: int, tile: int, stride: int) -> list[int]:
+    if n <= tile:
+        return [0]
+    s = list(range(0, n - tile, stride)) + [n - tile]
+    return sorted(set(s))
+
+
+class Predictor:
+    """A loaded model plus its normalisation and the segmentation options.
+
+    Parameters
+    ----------
+    model : UNet
+        The network (moved to ``device``, eval mode, channels-last).
+    normalisation : dict
+        The intensity normalisation the model was trained with.
+    options : SegmentOptions, optional
+    device : str
+        ``auto`` (CUDA, MPS, CPU), ``cpu``, ``cuda`` or ``mps``.
+    """
+
+    def __init__(self, model: UNet, normalisation: dict[str, Any] | None = None,
+                 options: SegmentOptions | None = None, device: str = "auto") -> None:
+        from .train import pick_device
+
+        self.device = pick_device(device)  # type: ignore[arg-type]
+        self.model = model.eval().to(self.device).to(memory_format=torch.channels_last)
+        self.normalisation = normalisation
+        self.options = options or SegmentOptions()
+        self.checkpoint: Checkpoint | None = None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path = "demo", options: SegmentOptions | None = None,
+                        device: str = "auto") -> Predictor:
+        """Load a checkpoint file, or ``"demo"`` for the built-in demo model."""
+        p = DEMO_MODEL if str(path) == "demo" else Path(path)
+        if str(path) == "demo" and not p.is_file():
+            raise FileNotFoundError(
+                f"the built-in demo model is missing ({p}); reinstall napari-brainseg or run "
+                "scripts/train_demo_model.py"
+            )
+        ck = load_checkpoint(p)
+        pred = cls(ck.model, ck.normalisation, options, device)
+        pred.checkpoint = ck
+        return pred
+
+    # -- probabilities
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Sigmoid probabilities of ``(N, 1, H, W)``, tiled when large."""
+        opts = self.options
+        h, w = x.shape[-2:]
+        tile = opts.tile
+        if tile is None or (h <= tile and w <= tile):
+            return torch.sigmoid(self.model(x.contiguous(memory_format=torch.channels_last)))
+        th, tw = min(tile, h), min(tile, w)
+        stride = max(1, int(tile * (1 - opts.overlap)))
+        weight = _gaussian_weight(tile)[:th, :tw].to(x.device)
+        out = torch.zeros_like(x)
+        norm = torch.zeros((1, 1, h, w), device=x.device)
+        windows = [(y, xx) for y in _starts(h, th, stride) for xx in _starts(w, tw, stride)]
+        for n in range(x.shape[0]):
+            for k in range(0, len(windows), opts.batch_size):
+                chunk = windows[k:k + opts.batch_size]
+                batch = torch.cat([x[n:n + 1, :, y:y + th, xx:xx + tw] for y, xx in chunk])
+                prob = torch.sigmoid(self.model(batch.contiguous(
+                    memory_format=torch.channels_last)))
+                for (y, xx), p in zip(chunk, prob, strict=True):
+                    out[n, :, y:y + th, xx:xx + tw] += p * weight
+                    if n == 0:
+                        norm[0, :, y:y + th, xx:xx + tw] += weight
+        return out / norm
+
+    def probability(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Tumour probability of same-shape 2D slices: ``(N, Y, X)`` float32."""
+        arr = np.stack([normalise(im, self.normalisation) for im in images])[:, None]
+        x = torch.from_numpy(arr).to(self.device)
+        with torch.inference_mode():
+            if not self.options.tta:
+                prob = self._forward(x)
+            else:
+                prob = torch.zeros_like(x)
+                for dims in ((), (-1,), (-2,), (-2, -1)):
+                    xf = x.flip(dims) if dims else x
+                    p = self._forward(xf)
+                    prob += p.flip(dims) if dims else p
+                prob /= 4
+        return prob[:, 0].float().cpu().numpy()
+
+    # -- masks
+    def postprocess(self, prob: np.ndarray, spacing: Sequence[float] | None = None,
+                    brain_mask: np.ndarray | None = None) -> np.ndarray:
+        """Threshold and clean one 2D probability map (see :class:`SegmentOptions`)."""
+        opts = self.options
+        mask = prob > opts.threshold
+        if brain_mask is not None:
+            mask &= np.asarray(brain_mask, bool)
+        sp = np.ones(2) if spacing is None else np.asarray(spacing, float)
+        if opts.fill_holes:
+            mask = ndi.binary_fill_holes(mask)
+        if opts.min_area_mm2 > 0 and mask.any():
+            labels, n = ndi.label(mask)
+            areas = np.bincount(labels.ravel())[1:] * float(np.prod(sp))
+            mask = np.isin(labels, np.flatnonzero(areas >= opts.min_area_mm2) + 1)
+        if opts.keep == "largest":
+            mask = _largest_component(mask)
+        return mask.astype(np.uint8)
+
+    def segment_slice(self, image: np.ndarray, spacing: Sequence[float] | None = None,
+                      brain_mask: np.ndarray | None = None) -> SliceResult:
+        """Segment one ``(Y, X)`` slice."""
+        image = np.asarray(image)
+        if image.ndim != 2:
+            raise ValueError(f"segment_slice needs a (Y, X) slice, got shape {image.shape}")
+        prob = self.probability([image])[0]
+        if brain_mask is not None:
+            prob = prob * np.asarray(brain_mask, bool)
+        return SliceResult(self.postprocess(prob, spacing, brain_mask), prob)
+
+    def iter_segment_volume(
+        self,
+        volume: np.ndarray,
+        spacing: Sequence[float] | None = None,
+        axis: int = 0,
+        brain_mask: np.ndarray | None = None,
+        keep_probability: bool = False,
+    ) -> Generator[tuple[int, int], None, VolumeResult]:
+        """Segment a ``(Z, Y, X)`` volume slice by slice along ``axis`` in batches.
+
+        Yields ``(slices_done, total)`` and returns a :class:`VolumeResult`.
+        """
+        volume = np.asarray(volume)
+        if volume.ndim == 2:
+            yield 0, 1
+            res = self.segment_slice(volume, spacing, brain_mask)
+            yield 1, 1
+            n, size, unit = tumour_size(res.mask, spacing)
+            return VolumeResult(res.mask, res.probability if keep_probability else None, n,
+                                size, unit)
+        if volume.ndim != 3:
+            raise ValueError(f"expected a 2D slice or 3D volume, got shape {volume.shape}")
+        if brain_mask is not None and np.shape(brain_mask) != volume.shape:
+            raise ValueError(
+                f"brain mask {np.shape(brain_mask)} does not match the volume {volume.shape}"
+            )
+        sp3 = [1.0, 1.0, 1.0] if spacing is None else [float(s) for s in spacing]
+        sp2 = [s for k, s in enumerate(sp3) if k != axis]
+        mask = np.zeros(volume.shape, np.uint8)
+        prob_out = np.zeros(volume.shape, np.float32) if keep_probability else None
+        total = volume.shape[axis]
+        bs = self.options.batch_size
+        for start in range(0, total, bs):
+            idx = range(start, min(start + bs, total))
+            slices = [np.take(volume, i, axis) for i in idx]
+            probs = self.probability(slices)
+            for i, p in zip(idx, probs, strict=True):
+                bm = None if brain_mask is None else np.take(brain_mask, i, axis)
+                if bm is not None:
+                    p = p * bm
+                sl = [slice(None)] * 3
+                sl[axis] = i
+                mask[tuple(sl)] = self.postprocess(p, sp2, bm)
+                if prob_out is not None:
+                    prob_out[tuple(sl)] = p
+            yield idx[-1] + 1, total
+        if self.options.keep == "largest":
+            mask = _largest_component(mask).astype(np.uint8)
+        n, size, unit = tumour_size(mask, sp3)
+        return VolumeResult(mask, prob_out, n, size, unit)
+
+    def segment_volume(self, volume: np.ndarray, spacing: Sequence[float] | None = None,
+                       **kwargs: Any) -> VolumeResult:
+        """Run :meth:`iter_segment_volume` to the end."""
+        gen = self.iter_segment_volume(volume, spacing, **kwargs)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as done:
+                return done.value
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    labels, n = ndi.label(mask)
+    if n <= 1:
+        return mask.astype(bool)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(np.argmax(sizes))
+
+
+# --------------------------------------------------------------------------- folders
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """The outcome for one input file of a batch run."""
+
+    source: Path
+    status: Literal["ok", "skipped", "failed"]
+    output: Path | None = None
+    voxels: int = 0
+    size_mm: float = 0.0
+    unit: str = ""
+    seconds: float = 0.0
+    error: str = ""
+    dice: float | None = None
+    counts: Counts | None = field(default=None, repr=False)
+
+    def row(self) -> dict[str, Any]:
+        """One results.csv row."""
+        return {
+            "file": str(self.source), "status": self.status,
+            "output": str(self.output) if self.output else "",
+            "tumour_voxels": self.voxels,
+            "tumour_area_mm2": f"{self.size_mm:.2f}" if self.unit == "mm2" else "",
+            "tumour_volume_mm3": f"{self.size_mm:.2f}" if self.unit == "mm3" else "",
+            "seconds": f"{self.seconds:.3f}",
+            "dice_vs_mask": "" if self.dice is None else f"{self.dice:.4f}",
+            "error": self.error,
+        }
+
+
+CSV_FIELDS = ["file", "status", "output", "tumour_voxels", "tumour_area_mm2",
+              "tumour_volume_mm3", "seconds", "dice_vs_mask", "error"]
+
+
+def list_inputs(path: str | Path) -> list[tuple[Path, Path | None]]:
+    """Inputs of a batch run: ``(scan, ground-truth mask or None)``.
+
+    A file is itself; a folder is searched recursively for images (masks by the pairing convention
+    are used as ground truth, never segmented) and DICOM series (one input per folder).
+    """
+    path = Path(path)
+    if path.is_file():
+        pairs = find_pairs(path.parent, recursive=False)
+        gt = next((p.mask for p in pairs if p.image == path), None)
+        return [(path, gt if gt != path else None)]
+    if not path.is_dir():
+        raise ReadError(f"{path}: no such file or folder")
+    out: list[tuple[Path, Path | None]] = [(p.image, p.mask if p.mask != p.image else None)
+                                           for p in find_pairs(path)]
+    dicom_dirs = sorted({f.parent for f in path.rglob("*") if f.is_file()
+                         and suffix_of(f) in DICOM_SUFFIXES})
+    out += [(d, None) for d in dicom_dirs]
+    return out
+
+
+def output_path_for(source: Path, root: Path, out_dir: Path) -> Path:
+    """Where the mask of ``source`` goes: mirrored folders, ``NAME_tumour`` + matching format."""
+    suffix = suffix_of(source)
+    if source.is_dir() or suffix in DICOM_SUFFIXES or suffix in NIFTI_SUFFIXES:
+        ext = ".nii.gz"
+    elif suffix in (".tif", ".tiff"):
+        ext = ".tif"
+    else:
+        ext = ".png"
+    name = (source.name if source.is_dir() else stem(source)) + "_tumour" + ext
+    try:
+        rel = source.parent.relative_to(root) if root.is_dir() else Path()
+    except ValueError:
+        rel = Path()
+    return out_dir / rel / name
+
+
+def _overlay_png(path: Path, image: np.ndarray, mask: np.ndarray) -> None:
+    """A quick-look PNG: the slice with the most tumour, grey, with the tumour outlined in red."""
+    import imageio.v3 as iio
+
+    if image.ndim == 3:
+        z = int(np.argmax(mask.reshape(mask.shape[0], -1).sum(1))) if mask.any() else \
+            image.shape[0] // 2
+        image, mask = image[z], mask[z]
+    lo, hi = np.percentile(image, [1, 99.5])
+    grey = np.clip((image - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    m = mask > 0
+    edge = m & ~ndi.binary_erosion(m)
+    rgb[edge] = (255, 40, 40)
+    atomic_write(path, lambda tmp: iio.imwrite(str(tmp), rgb, extension=".png"))
+
+
+def _write_csv(path: Path, results: Sequence[FileResult]) -> None:
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    for r in results:
+        writer.writerow(r.row())
+    text = buf.getvalue()
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def iter_segment_folder(
+    inputs: str | Path,
+    output: str | Path,
+    predictor: Predictor,
+    skull_strip: bool = False,
+    overwrite: bool = False,
+    overlays: bool = False,
+    axis: int = 0,
+) -> Generator[FileResult, None, list[FileResult]]:
+    """Segment every scan of a file or folder, yielding one :class:`FileResult` per file.
+
+    Masks go to ``output`` (mirroring sub-folders) as ``NAME_tumour`` in the input's format:
+    NIfTI and DICOM inputs give NIfTI on the scan's own grid and affine, 2D images give PNG/TIFF.
+    ``output/results.csv`` is rewritten atomically after every file. A file whose mask already
+    exists is skipped unless ``overwrite``; a file that fails is reported and the run goes on.
+    Where a ground-truth mask is paired with a scan, Dice against it is recorded.
+    """
+    root = Path(inputs)
+    out_dir = Path(output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: list[FileResult] = []
+    for src, truth in list_inputs(root):
+        t0 = time.perf_counter()
+        dest = output_path_for(src, root, out_dir)
+        try:
+            if dest.exists() and not overwrite:
+                vol = read(dest)[0]
+                n, size, unit = tumour_size(vol.data, vol.spacing)
+                res = FileResult(src, "skipped", dest, n, size, unit, 0.0,
+                                 "mask exists (use overwrite to redo)")
+            else:
+                res = _segment_file(src, truth, dest, predictor, skull_strip, overlays,
+                                    out_dir, axis, t0)
+        except (ReadError, ValueError, OSError, RuntimeError, MemoryError) as exc:
+            res = FileResult(src, "failed", None, seconds=time.perf_counter() - t0,
+                             error=str(exc).replace("\n", " "))
+            log.warning("failed: %s", res.error)
+        results.append(res)
+        _write_csv(out_dir / "results.csv", results)
+        yield res
+    return results
+
+
+def _segment_file(src: Path, truth: Path | None, dest: Path, predictor: Predictor,
+                  skull_strip: bool, overlays: bool, out_dir: Path, axis: int,
+                  t0: float) -> FileResult:
+    vols = read(src)
+    image: Volume = next(v for v in vols if v.kind == "image")
+    brain = None
+    if skull_strip:
+        from .skullstrip import skull_strip as strip
+
+        brain = strip(image.data, image.spacing)
+    result = predictor.segment_volume(image.data, image.spacing, axis=axis, brain_mask=brain) \
+        if image.ndim == 3 else None
+    if result is None:
+        sres = predictor.segment_slice(image.data, image.spacing, brain)
+        n, size, unit = tumour_size(sres.mask, image.spacing)
+        mask = sres.mask
+    else:
+        mask, n, size, unit = result.mask, result.voxels, result.size_mm, result.unit
+    write_labels(dest, mask, like=image, spacing=image.spacing)
+    dice = None
+    counts = None
+    gt = None
+    if truth is not None:
+        gt = read(truth)[0].data if truth != src else None
+    elif len(vols) > 1 and vols[1].kind == "labels":
+        gt = vols[1].data  # figshare .mat carries its mask
+    if gt is not None and np.shape(gt) == mask.shape:
+        counts = confusion(mask, gt)
+        dice = scores(counts)["f1"]
+    if overlays:
+        _overlay_png(out_dir / "overlays" / f"{dest.name.split('.')[0]}.png", image.data, mask)
+    return FileResult(src, "ok", dest, n, size, unit, time.perf_counter() - t0, "", dice, counts)
+
+
+def summarise(results: Sequence[FileResult]) -> dict[str, Any]:
+    """Counts by status and pooled metrics over the files that had a ground-truth mask."""
+    out: dict[str, Any] = {s: sum(r.status == s for r in results)
+                           for s in ("ok", "skipped", "failed")}
+    with_truth = [r.counts for r in results if r.counts is not None]
+    if with_truth:
+        total = sum(with_truth, Counts())
+        out["pooled"] = scores(total)
+        out["n_with_truth"] = len(with_truth)
+        out["background_accuracy"] = (total.tn + total.fp) / total.total if total.total \
+            else math.nan
+    return out

@@ -1,0 +1,160 @@
+import csv
+
+import imageio.v3 as iio
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_brainseg.cli import main
+from napari_brainseg.metrics import confusion, scores
+from napari_brainseg.predict import (
+    DEMO_MODEL,
+    Predictor,
+    SegmentOptions,
+    iter_segment_folder,
+    summarise,
+    tumour_size,
+)
+from napari_brainseg.synthetic import make_phantom, write_sample_folder
+
+
+def dice(a, b):
+    return scores(confusion(a, b))["f1"]
+
+
+def test_tiling_matches_whole_image(tiny_model):
+    ph = make_phantom((160, 224), "glioma", seed=3, skull=False)
+    whole = Predictor.from_checkpoint(tiny_model, SegmentOptions(tile=None))
+    tiled = Predictor.from_checkpoint(tiny_model, SegmentOptions(tile=128, overlap=0.5))
+    pw = whole.probability([ph.image])[0]
+    pt = tiled.probability([ph.image])[0]
+    assert pw.shape == pt.shape == ph.image.shape
+    assert np.abs(pw - pt).mean() < 0.005
+    assert dice(pw > 0.5, pt > 0.5) > 0.9
+    # Windows smaller than the model's context drift more, but stay close.
+    small = Predictor.from_checkpoint(tiny_model, SegmentOptions(tile=96, overlap=0.5))
+    assert np.abs(pw - small.probability([ph.image])[0]).mean() < 0.01
+
+
+def test_model_finds_phantom_tumours(tiny_model):
+    pred = Predictor.from_checkpoint(tiny_model)
+    pairs = []
+    for s in range(3):
+        ph = make_phantom((64, 64), ["meningioma", "glioma", "pituitary"][s], seed=s, skull=False)
+        pairs.append((pred.segment_slice(ph.image).mask, ph.tumour))
+    assert np.mean([dice(p, t) for p, t in pairs]) > 0.7
+
+
+def test_tta_is_mean_of_flips(tiny_model):
+    ph = make_phantom((64, 64), "meningioma", seed=9, skull=False)
+    plain = Predictor.from_checkpoint(tiny_model)
+    tta = Predictor.from_checkpoint(tiny_model, SegmentOptions(tta=True))
+    flips = [ph.image, ph.image[:, ::-1], ph.image[::-1], ph.image[::-1, ::-1]]
+    probs = [plain.probability([np.ascontiguousarray(f)])[0] for f in flips]
+    unflipped = [probs[0], probs[1][:, ::-1], probs[2][::-1], probs[3][::-1, ::-1]]
+    np.testing.assert_allclose(tta.probability([ph.image])[0], np.mean(unflipped, 0), atol=1e-5)
+
+
+def _predictor_with(opts):
+    from napari_brainseg.model import UNet, UNetConfig
+
+    return Predictor(UNet(UNetConfig(base_filters=2)), None, opts, device="cpu")
+
+
+def test_postprocessing_crafted_cases():
+    prob = np.zeros((40, 40), np.float32)
+    prob[5:15, 5:15] = 0.9  # big blob (100 px)
+    prob[8:11, 8:11] = 0.1  # hole in it
+    prob[30:32, 30:32] = 0.9  # small blob (4 px)
+    prob[25:29, 2:6] = 0.9  # medium blob (16 px)
+    p = _predictor_with(SegmentOptions(min_area_mm2=10))
+    m = p.postprocess(prob)
+    assert m[9, 9] == 1  # hole filled
+    assert m[30, 30] == 0 and m[26, 3] == 1  # 4 mm² removed, 16 mm² kept
+    assert p.postprocess(prob, spacing=(0.5, 0.5))[26, 3] == 0  # 16 px = 4 mm² at 0.5 mm
+    largest = _predictor_with(SegmentOptions(min_area_mm2=0, keep="largest")).postprocess(prob)
+    assert largest[26, 3] == 0 and largest[6, 6] == 1
+    no_fill = _predictor_with(SegmentOptions(min_area_mm2=0, fill_holes=False)).postprocess(prob)
+    assert no_fill[9, 9] == 0
+    brain = np.zeros((40, 40), bool)
+    brain[:20] = True
+    inside = _predictor_with(SegmentOptions(min_area_mm2=0)).postprocess(prob, brain_mask=brain)
+    assert inside[26, 3] == 0 and inside[6, 6] == 1
+
+
+def test_tumour_size_units():
+    m = np.zeros((4, 10, 10), np.uint8)
+    m[1, 2:4, 2:4] = 1
+    assert tumour_size(m, (2.0, 0.5, 0.5)) == (4, 2.0, "mm3")
+    assert tumour_size(m[1], (0.5, 0.5)) == (4, 1.0, "mm2")
+
+
+def test_options_validation():
+    with pytest.raises(ValueError, match="threshold"):
+        SegmentOptions(threshold=1.5)
+    with pytest.raises(ValueError, match="keep"):
+        SegmentOptions(keep="biggest")
+
+
+def test_volume_mask_keeps_scan_shape_and_affine(tiny_model, tmp_path):
+    vol = np.stack([make_phantom((64, 64), "glioma", seed=s, skull=False).image
+                    for s in range(6)], axis=-1)  # NIfTI (x, y, z)
+    affine = np.array([[-0.9, 0, 0, 10], [0, 0.9, 0, -20], [0, 0, 3.0, 5], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(vol, affine), str(tmp_path / "scan.nii.gz"))
+    pred = Predictor.from_checkpoint(tiny_model)
+    results = list(iter_segment_folder(tmp_path / "scan.nii.gz", tmp_path / "out", pred))
+    assert results[0].status == "ok" and results[0].unit == "mm3"
+    out = nib.load(str(results[0].output))
+    assert out.shape == vol.shape
+    np.testing.assert_allclose(out.affine, affine)
+    assert results[0].voxels == int(np.asarray(out.dataobj).sum())
+    assert results[0].size_mm == pytest.approx(results[0].voxels * 0.9 * 0.9 * 3.0)
+
+
+def test_batch_folder_with_broken_files_then_rerun(tiny_model, tmp_path, capsys):
+    write_sample_folder(tmp_path / "in", n=3, shape=(64, 64))
+    (tmp_path / "in" / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (tmp_path / "in" / "images" / "truncated.nii.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    code = main(["segment", str(tmp_path / "in"), str(tmp_path / "out"), "--model",
+                 str(tiny_model), "-q"])
+    assert code == 1
+    masks = sorted(p.name for p in (tmp_path / "out" / "images").glob("*_tumour.*"))
+    assert len(masks) == 3
+    rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(rows) == 5 and len(failed) == 2
+    assert all(r["error"] for r in failed)
+    assert {r["file"].split("/")[-1] for r in failed} == {"broken.png", "truncated.nii.gz"}
+    assert all(r["dice_vs_mask"] for r in rows if r["status"] == "ok")
+    out = capsys.readouterr().out
+    assert "pooled over 3 files" in out and "baseline" in out
+    # Re-run: finished files are skipped, the broken ones fail again.
+    first = {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "images").glob("*_tumour.*")}
+    assert main(["segment", str(tmp_path / "in"), str(tmp_path / "out"), "--model",
+                 str(tiny_model), "-q"]) == 1
+    rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
+    assert sum(r["status"] == "skipped" for r in rows) == 3
+    assert all(p.stat().st_mtime_ns == t for p, t in first.items())
+
+
+def test_overlays_and_png_mask(tiny_model, tmp_path):
+    write_sample_folder(tmp_path / "in", n=1, shape=(64, 64))
+    pred = Predictor.from_checkpoint(tiny_model)
+    (r,) = list(iter_segment_folder(tmp_path / "in", tmp_path / "out", pred, overlays=True))
+    assert r.output.suffix == ".png" and iio.imread(r.output).shape == (64, 64)
+    overlays = list((tmp_path / "out" / "overlays").glob("*.png"))
+    assert len(overlays) == 1 and iio.imread(overlays[0]).shape == (64, 64, 3)
+    assert summarise([r])["ok"] == 1
+
+
+def test_bad_model_path_exits_2(tmp_path, capsys):
+    (tmp_path / "x.png").write_bytes(b"")
+    assert main(["segment", str(tmp_path), str(tmp_path / "o"), "--model",
+                 str(tmp_path / "nope.pt")]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not DEMO_MODEL.exists(), reason="demo model not built yet")
+def test_demo_model_loads_offline():
+    pred = Predictor.from_checkpoint("demo")
+    assert "demo" in pred.checkpoint.training
