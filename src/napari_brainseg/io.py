@@ -762,7 +762,8 @@ def read_raster(path: Path, kind: Literal["image", "labels"] = "image") -> Volum
         raise
     except Exception as exc:
         raise ReadError(
-            f"{path.name}: not a readable {suffix_of(path)[1:].upper()} image ({exc})."
+            f"{path.name}: not a readable {suffix_of(path)[1:].upper()} image (the file is "
+            "damaged, truncated or of another type). Export it again from its source."
         ) from exc
     if colour:
         if kind == "image":

@@ -1,0 +1,89 @@
+import numpy as np
+from napari.layers import Labels
+
+from napari_brainseg._widgets import (
+    FILE_CHOICE,
+    RECENT_MODELS,
+    BatchSegmentWidget,
+    SegmentWidget,
+)
+from napari_brainseg.synthetic import make_phantom, write_sample_folder
+
+
+def _use_model(widget, path):
+    widget.model.choice.reset_choices()
+    widget.model.choice.value = FILE_CHOICE
+    widget.model.file.value = str(path)
+
+
+def test_segment_adds_editable_labels_and_never_overwrites(make_napari_viewer_proxy, qtbot,
+                                                           tiny_model):
+    viewer = make_napari_viewer_proxy()
+    ph = make_phantom((64, 64), "glioma", seed=1, skull=False)
+    layer = viewer.add_image(ph.image, name="scan", scale=(0.5, 0.5), metadata={"id": 3})
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.reset_choices()
+    w.image.value = layer
+    _use_model(w, tiny_model)
+    w.show_prob.value = True
+    w.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: "scan tumour" in viewer.layers, timeout=60_000)
+    qtbot.waitUntil(lambda: w._worker is None, timeout=10_000)
+    lab = viewer.layers["scan tumour"]
+    assert isinstance(lab, Labels) and lab.editable
+    np.testing.assert_allclose(lab.scale, (0.5, 0.5))
+    assert lab.metadata["id"] == 3 and "mm²" in w.status.value
+    assert "scan tumour probability" in viewer.layers
+    # The user corrects the prediction with the brush...
+    lab.paint((2, 2), 1)
+    edited = lab.data.copy()
+    # ...and segments again: a new layer appears, the corrected one is untouched.
+    w.show_prob.value = False
+    w.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: len([x for x in viewer.layers if x.name.startswith("scan tumour")
+                                 and "probability" not in x.name]) == 2, timeout=60_000)
+    np.testing.assert_array_equal(viewer.layers["scan tumour"].data, edited)
+
+
+def test_segment_volume_with_brain_mask(make_napari_viewer_proxy, qtbot, tiny_model):
+    viewer = make_napari_viewer_proxy()
+    vol = np.stack([make_phantom((64, 64), "meningioma", seed=s, skull=False).image
+                    for s in range(3)])
+    layer = viewer.add_image(vol, name="vol")
+    brain = viewer.add_labels(np.zeros(vol.shape, np.uint8), name="brain")
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.reset_choices()
+    w.image.value, w.brain.value = layer, brain
+    _use_model(w, tiny_model)
+    w.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: "vol tumour" in viewer.layers, timeout=60_000)
+    assert viewer.layers["vol tumour"].data.sum() == 0  # empty brain mask: nothing is tumour
+    assert "mm³" in w.status.value and w.progress.value == 3
+
+
+def test_batch_widget_table_and_failures(make_napari_viewer_proxy, qtbot, tiny_model, tmp_path,
+                                         monkeypatch):
+    errors = []
+    monkeypatch.setattr("napari_brainseg._widgets.show_error", errors.append)
+    write_sample_folder(tmp_path / "in", n=2, shape=(64, 64))
+    (tmp_path / "in" / "images" / "bad.png").write_bytes(b"nope")
+    viewer = make_napari_viewer_proxy()
+    w = BatchSegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    RECENT_MODELS.append(str(tiny_model))  # a model "trained in this session"
+    w.reset_choices()
+    w.model.choice.value = str(tiny_model)
+    w.input.value = str(tmp_path / "in")
+    w.output.value = str(tmp_path / "out")
+    w.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: w._worker is None and len(w._results) == 3, timeout=60_000)
+    statuses = sorted(r.status for r in w._results)
+    assert statuses == ["failed", "ok", "ok"]
+    assert len(w._rows) == 3 and w.table.shape[0] == 3 and "1 failed" in w.status.value
+    assert errors and "failed" in errors[-1]
+    assert (tmp_path / "out" / "results.csv").exists()
+    ok_row = next(i for i, r in enumerate(w._results) if r.status == "ok")
+    w._open_row(ok_row)
+    assert len(viewer.layers) == 3  # image + its ground truth + the saved mask
