@@ -30,6 +30,19 @@ def _layer_scale(layer: Any) -> tuple[float, ...]:
     return tuple(float(s) for s in layer.scale[-layer.data.ndim:])
 
 
+def _grey_data(layer: Any, task: str) -> np.ndarray | None:
+    """The layer's array when it is a grey 2D/3D image, else None after telling the user why."""
+    if layer is None:
+        show_info("Open an image first.")
+        return None
+    data = np.asarray(layer.data)
+    if data.ndim not in (2, 3) or getattr(layer, "rgb", False):
+        show_error(f"napari-brainseg: {task} needs a grey 2D or 3D image; '{layer.name}' has "
+                   f"shape {data.shape}.")
+        return None
+    return data
+
+
 def _current_index(viewer: napari.viewer.Viewer, layer: Any, axis: int = 0) -> int:
     """Index of the slice shown for ``layer`` along ``axis`` (data coordinates)."""
     point = layer.world_to_data(viewer.dims.point[-layer.ndim:])
@@ -174,13 +187,8 @@ class SkullStripWidget(_WorkerWidget):
 
     def _make_job(self) -> Any:
         layer = self.image.value
-        if layer is None:
-            show_info("Open an image first.")
-            return None
-        data = np.asarray(layer.data)
-        if data.ndim not in (2, 3) or getattr(layer, "rgb", False):
-            show_error(f"napari-brainseg: skull strip needs a grey 2D or 3D image; "
-                       f"'{layer.name}' has shape {data.shape}.")
+        data = _grey_data(layer, "skull strip")
+        if data is None:
             return None
         scale = _layer_scale(layer)
         gen = iter_skull_strip(data, scale, mode=self.mode.value, **self._params())
@@ -480,13 +488,8 @@ class SegmentWidget(_WorkerWidget):
         from .predict import Predictor
 
         layer = self.image.value
-        if layer is None:
-            show_info("Open an image first.")
-            return None
-        data = np.asarray(layer.data)
-        if data.ndim not in (2, 3) or getattr(layer, "rgb", False):
-            show_error(f"napari-brainseg: segmenting needs a grey 2D or 3D image; '{layer.name}' "
-                       f"has shape {data.shape}.")
+        data = _grey_data(layer, "segmenting")
+        if data is None:
             return None
         brain = None
         if self.brain.value is not None:

@@ -202,6 +202,16 @@ def _labels_from(data: np.ndarray, path: Path) -> np.ndarray:
     return data.astype(np.uint8)
 
 
+def _values(arr: np.ndarray, path: Path, kind: Literal["image", "labels"],
+            warnings: list[str]) -> np.ndarray:
+    """Labels as uint8, images as finite float32 (appending any warning)."""
+    if kind == "labels":
+        return _labels_from(arr, path)
+    data, extra = _finite_image(arr, path)
+    warnings.extend(extra)
+    return data
+
+
 def atomic_write(path: Path, write: Any) -> Path:
     """Call ``write(tmp_path)`` then move the file onto ``path`` in one step.
 
@@ -340,11 +350,7 @@ def read_nifti(path: Path, kind: Literal["image", "labels"] = "image") -> Volume
         display, disp_affine, native_meta = _to_display(arr, affine)
         spacing = _spacing_from_affine(disp_affine, 3)
         disp_affine_out = disp_affine
-    if kind == "labels":
-        data = _labels_from(display, path)
-    else:
-        data, extra = _finite_image(display, path)
-        warnings.extend(extra)
+    data = _values(display, path, kind, warnings)
     return Volume(
         data=data,
         spacing=spacing,
@@ -772,11 +778,7 @@ def read_raster(path: Path, kind: Literal["image", "labels"] = "image") -> Volum
             arr = to_grey(arr)
     if arr.ndim not in (2, 3) or (kind == "image" and arr.ndim == 3 and colour):
         raise ReadError(f"{path.name}: unsupported image shape {arr.shape}.")
-    if kind == "labels":
-        data = _labels_from(arr, path)
-    else:
-        data, extra = _finite_image(arr, path)
-        warnings.extend(extra)
+    data = _values(arr, path, kind, warnings)
     return Volume(
         data=data, spacing=(1.0,) * data.ndim, kind=kind,
         name=stem(path) if kind == "image" else f"{stem(path)[: -len(MASK_SUFFIX)]} tumour"
