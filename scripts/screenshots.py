@@ -61,7 +61,37 @@ def shot_train(viewer: napari.Viewer) -> None:
     viewer.dims.set_current_step(0, 1)
 
 
-SHOTS = {"reader": shot_reader, "skullstrip": shot_skullstrip, "train": shot_train}
+def shot_segment(viewer: napari.Viewer) -> None:
+    from napari_brainseg._widgets import SegmentWidget
+    from napari_brainseg.io import read
+    from napari_brainseg.synthetic import insert_lesion
+
+    (head,) = read(SHARED / "ch2.nii.gz")
+    (bet,) = read(SHARED / "ch2bet.nii.gz")
+    z = 112  # inside the axial block the demo model never trained on
+    img, _truth, _ = insert_lesion(head.data[z], bet.data[z] > 0, "glioma", seed=50_000 + z)
+    layer = viewer.add_image(img, name="Colin27 axial 112 + synthetic glioma", colormap="gray")
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment tumour", area="right")
+    widget.reset_choices()
+    widget.image.value = layer
+    widget.run_button.clicked.emit()
+    widget.wait(120_000)
+    labels = viewer.layers[f"{layer.name} tumour"]
+    # A correction in progress: the brush adds a missed rim on one side.
+    labels.selected_label = 1
+    labels.brush_size = 4
+    labels.mode = "paint"
+    ys, xs = np.nonzero(labels.data)
+    if len(ys):
+        cy, cx = int(ys.mean()), int(xs.max()) + 2
+        for dy in range(-4, 5, 2):
+            labels.paint((cy + dy, cx), 1)
+    viewer.layers.selection.active = labels
+
+
+SHOTS = {"reader": shot_reader, "skullstrip": shot_skullstrip, "train": shot_train,
+         "segment": shot_segment}
 
 
 def main(names: list[str]) -> None:

@@ -175,31 +175,37 @@ def samples_from_arrays(image: np.ndarray, labels: np.ndarray, group: str = "lay
             for i in idx]
 
 
-def split_samples(samples: Sequence[Sample], val_fraction: float,
-                  seed: int = 0) -> tuple[list[Sample], list[Sample]]:
-    """Split into training and validation by group (patient / volume), reproducibly.
+def split_indices(groups: Sequence[str], val_fraction: float,
+                  seed: int = 0) -> tuple[list[int], list[int]]:
+    """Split item indices into training and validation by group (patient / volume), seeded.
 
-    With a single group the split falls back to slices, with a warning (slices of one volume are
+    With a single group the split falls back to items, with a warning (slices of one volume are
     correlated, so validation scores are then optimistic).
     """
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if val_fraction == 0 or len(samples) < 2:
-        return list(samples), []
-    groups = sorted({s.group for s in samples})
+    n = len(groups)
+    if val_fraction == 0 or n < 2:
+        return list(range(n)), []
+    names = sorted(set(groups))
     rng = np.random.default_rng(seed)
-    if len(groups) >= 2:
-        order = rng.permutation(len(groups))
-        n_val = min(len(groups) - 1, max(1, round(val_fraction * len(groups))))
-        val_groups = {groups[i] for i in order[:n_val]}
-        return ([s for s in samples if s.group not in val_groups],
-                [s for s in samples if s.group in val_groups])
+    if len(names) >= 2:
+        order = rng.permutation(len(names))
+        n_val = min(len(names) - 1, max(1, round(val_fraction * len(names))))
+        val_groups = {names[i] for i in order[:n_val]}
+        return ([i for i in range(n) if groups[i] not in val_groups],
+                [i for i in range(n) if groups[i] in val_groups])
     log.warning("one patient/volume only: validating on held-out slices of it")
-    order = rng.permutation(len(samples))
-    n_val = max(1, round(val_fraction * len(samples)))
-    val_idx = set(order[:n_val].tolist())
-    return ([s for i, s in enumerate(samples) if i not in val_idx],
-            [s for i, s in enumerate(samples) if i in val_idx])
+    order = rng.permutation(n)
+    val_idx = set(order[:max(1, round(val_fraction * n))].tolist())
+    return [i for i in range(n) if i not in val_idx], sorted(val_idx)
+
+
+def split_samples(samples: Sequence[Sample], val_fraction: float,
+                  seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+    """Split samples into training and validation by group; see :func:`split_indices`."""
+    train, val = split_indices([s.group for s in samples], val_fraction, seed)
+    return [samples[i] for i in train], [samples[i] for i in val]
 
 
 # --------------------------------------------------------------------------- torch datasets
