@@ -1,6 +1,6 @@
 """Train the built-in demo model (seeded, reproducible): phantoms + Colin27 with inserted lesions.
 
-    python scripts/train_demo_model.py [--epochs 30] [--out src/napari_brainseg/models/demo_unet.pt]
+    python scripts/train_demo_model.py [--epochs 22] [--out src/napari_brainseg/models/demo_unet.pt]
     python scripts/train_demo_model.py --evaluate-only
 
 The demo model is for demonstration: it learned from synthetic phantoms and synthetic lesions
@@ -146,7 +146,7 @@ def evaluate_model(model_path: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=22)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--work", type=Path, default=ROOT / "demo-output" / "demo-model")
     ap.add_argument("--base-filters", type=int, default=8)

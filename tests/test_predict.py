@@ -154,7 +154,14 @@ def test_bad_model_path_exits_2(tmp_path, capsys):
     assert "no such checkpoint" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not DEMO_MODEL.exists(), reason="demo model not built yet")
-def test_demo_model_loads_offline():
+def test_demo_model_ships_and_segments_held_out_phantoms():
+    assert DEMO_MODEL.is_file() and DEMO_MODEL.stat().st_size < 5_000_000
     pred = Predictor.from_checkpoint("demo")
-    assert "demo" in pred.checkpoint.training
+    assert "demo" in pred.checkpoint.training  # says it is for demonstration only
+    pairs = []
+    for s in range(3):  # seeds far from the training seeds, with and without skull
+        ph = make_phantom((256, 256), ["meningioma", "glioma", "pituitary"][s], seed=77_000 + s,
+                          skull=bool(s % 2))
+        pairs.append((pred.segment_slice(ph.image).mask, ph.tumour))
+    total = sum((confusion(p, t) for p, t in pairs), confusion(pairs[0][0] * 0, pairs[0][1] * 0))
+    assert scores(total)["f1"] > 0.8
