@@ -419,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-filters", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true",
-                   help="CPU preset for trying it out: bce vs focal, width 8, 12 epochs, 128 px")
+                   help="CPU preset for trying it out: bce vs focal, width 8, 30 epochs, 128 px")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_study)
     return parser

@@ -127,7 +127,7 @@ class StudyConfig:
     @classmethod
     def quick(cls, **overrides: Any) -> StudyConfig:
         """A preset that runs on a CPU in minutes (tiny U-Net, few epochs, small patches)."""
-        base = {"losses": ["bce", "focal"], "folds": 5, "max_epochs": 12, "batch_size": 8,
+        base = {"losses": ["bce", "focal"], "folds": 5, "max_epochs": 30, "batch_size": 4,
                 "lr": 3e-3, "patch_size": 128, "base_filters": 8,
                 "alphas": {"bce": [None], "focal": [None, 0.75], "dice": [None],
                            "tversky": [0.3, 0.7], "dice+bce": [None], "dice+focal": [None]}}
@@ -239,13 +239,13 @@ def _predict_masks(model_path: Path, samples: Sequence[Sample],
 
 
 def _run_training(train_s: Sequence[Sample], val_s: Sequence[Sample], path: Path,
-                  cfg: TrainConfig, model_cfg: UNetConfig) -> list[float]:
-    """Train; return the validation Dice of every epoch (empty without validation)."""
-    dices = []
+                  cfg: TrainConfig, model_cfg: UNetConfig) -> list[tuple[float, float]]:
+    """Train; return ``(validation Dice, validation loss)`` of every epoch."""
+    curve = []
     for item in iter_training(train_s, val_s, path, cfg, model_cfg):
         if hasattr(item, "val_dice"):
-            dices.append(float(item.val_dice))  # type: ignore[union-attr]
-    return dices
+            curve.append((float(item.val_dice), float(item.val_loss)))  # type: ignore[union-attr]
+    return curve
 
 
 def iter_study(samples: Sequence[Sample], out_dir: str | Path,
@@ -279,12 +279,14 @@ def iter_study(samples: Sequence[Sample], out_dir: str | Path,
             for alpha in cfg.candidates(loss):
                 yield StudyProgress(p.fold, cfg.folds, loss, "tune", f"alpha={alpha}", done,
                                     cells)
-                dices = _run_training(inner_t, inner_v, out / "work" / "tune.pt",
+                curve = _run_training(inner_t, inner_v, out / "work" / "tune.pt",
                                       cfg.train_config(loss, alpha, cfg.max_epochs), model_cfg)
-                ep = int(np.argmax(dices)) + 1 if dices else cfg.max_epochs
-                score = max(dices) if dices else -math.inf
+                # Best epoch: highest inner-validation Dice, ties (e.g. all 0 early on) broken by
+                # the lower validation loss. Losses differ in scale, so alphas compare on Dice.
+                k = max(range(len(curve)), key=lambda e: (curve[e][0], -curve[e][1]))
+                ep, score = k + 1, curve[k][0]
                 tuning.append({"alpha": alpha, "best_epoch": ep, "inner_val_dice": score,
-                               "curve": dices})
+                               "curve": [c[0] for c in curve]})
                 if score > best[0]:
                     best = (score, alpha, ep)
             _, alpha, epochs = best
