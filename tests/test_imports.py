@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 CORE_NUMPY = ["io", "preprocess", "synthetic", "skullstrip", "metrics"]
-CORE_ALL = CORE_NUMPY + ["cli", "model", "losses", "data", "train"]
+CORE_ALL = CORE_NUMPY + ["cli", "model", "losses", "data", "train", "predict", "study"]
 
 
 def _modules_after(code: str) -> set[str]:
