@@ -45,6 +45,7 @@ from .io import (
 from .metrics import Counts, confusion, scores
 from .model import Checkpoint, UNet, load_checkpoint
 from .preprocess import normalise
+from .progress import drain
 
 log = logging.getLogger(__name__)
 
@@ -309,12 +310,7 @@ class Predictor:
     def segment_volume(self, volume: np.ndarray, spacing: Sequence[float] | None = None,
                        **kwargs: Any) -> VolumeResult:
         """Run :meth:`iter_segment_volume` to the end."""
-        gen = self.iter_segment_volume(volume, spacing, **kwargs)
-        while True:
-            try:
-                next(gen)
-            except StopIteration as done:
-                return done.value
+        return drain(self.iter_segment_volume(volume, spacing, **kwargs))
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:

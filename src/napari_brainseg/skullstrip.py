@@ -410,12 +410,9 @@ def iter_skull_strip(
 def run_skull_strip(image: np.ndarray, spacing: Sequence[float] | None = None,
                     mode: StripMode = "auto", **params: float) -> np.ndarray:
     """Drive :func:`iter_skull_strip` to the end and return the mask."""
-    gen = iter_skull_strip(image, spacing, mode, **params)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    from .progress import drain
+
+    return drain(iter_skull_strip(image, spacing, mode, **params))
 
 
 def apply_mask(image: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -40,6 +40,7 @@ from .io import atomic_write
 from .losses import LossConfig
 from .metrics import SCORES, evaluate
 from .model import UNetConfig
+from .progress import drain
 from .train import TrainConfig, iter_training
 
 log = logging.getLogger(__name__)
@@ -316,12 +317,7 @@ def iter_study(samples: Sequence[Sample], out_dir: str | Path,
 def run_study(samples: Sequence[Sample], out_dir: str | Path,
               config: StudyConfig | None = None) -> StudyResult:
     """Run :func:`iter_study` to the end."""
-    gen = iter_study(samples, out_dir, config)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(iter_study(samples, out_dir, config))
 
 
 def _slug(loss: str) -> str:

@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -35,6 +34,7 @@ from .losses import LossConfig, make_loss
 from .metrics import Counts, scores
 from .model import UNet, UNetConfig, load_checkpoint, save_checkpoint
 from .preprocess import DEFAULT_NORMALISATION
+from .progress import drain
 
 log = logging.getLogger(__name__)
 
@@ -368,15 +368,4 @@ def _result(out: Path, last: Path, best_epoch: int, best_score: float, epochs_ru
 
 def train(*args: Any, **kwargs: Any) -> TrainResult:
     """Run :func:`iter_training` to the end and return its result."""
-    gen = iter_training(*args, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as done:
-            return done.value
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch and numpy's legacy global generator (for scripts)."""
-    torch.manual_seed(seed)
-    np.random.seed(seed)  # noqa: NPY002 - legacy global state some libraries still read
+    return drain(iter_training(*args, **kwargs))
