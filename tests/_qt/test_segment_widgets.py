@@ -66,7 +66,7 @@ def test_segment_volume_with_brain_mask(make_napari_viewer_proxy, qtbot, tiny_mo
 def test_batch_widget_table_and_failures(make_napari_viewer_proxy, qtbot, tiny_model, tmp_path,
                                          monkeypatch):
     errors = []
-    monkeypatch.setattr("napari_brainseg._widgets.show_error", errors.append)
+    monkeypatch.setattr("napari_brainseg._widgets.segment.show_error", errors.append)
     write_sample_folder(tmp_path / "in", n=2, shape=(64, 64))
     (tmp_path / "in" / "images" / "bad.png").write_bytes(b"nope")
     viewer = make_napari_viewer_proxy()

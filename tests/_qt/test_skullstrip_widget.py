@@ -59,7 +59,7 @@ def test_preview_on_current_slice(make_napari_viewer_proxy):
 
 def test_bad_layer_notifies(make_napari_viewer_proxy, monkeypatch):
     shown = []
-    monkeypatch.setattr("napari_brainseg._widgets.show_error", shown.append)
+    monkeypatch.setattr("napari_brainseg._widgets.skullstrip.show_error", shown.append)
     viewer = make_napari_viewer_proxy()
     layer = viewer.add_image(np.ones((32, 32), np.float32), name="flat")
     widget = SkullStripWidget(viewer)

@@ -1,0 +1,110 @@
+"""Shared pieces of the widgets: layer checks and the worker-driving container."""
+
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import (
+    Container,
+    Label,
+    ProgressBar,
+    PushButton,
+)
+from napari.utils.notifications import show_error, show_info
+
+
+def _layer_scale(layer: Any) -> tuple[float, ...]:
+    return tuple(float(s) for s in layer.scale[-layer.data.ndim:])
+
+
+def _grey_data(layer: Any, task: str) -> np.ndarray | None:
+    """The layer's array when it is a grey 2D/3D image, else None after telling the user why."""
+    if layer is None:
+        show_info("Open an image first.")
+        return None
+    data = np.asarray(layer.data)
+    if data.ndim not in (2, 3) or getattr(layer, "rgb", False):
+        show_error(f"napari-brainseg: {task} needs a grey 2D or 3D image; '{layer.name}' has "
+                   f"shape {data.shape}.")
+        return None
+    return data
+
+
+def _current_index(viewer: napari.viewer.Viewer, layer: Any, axis: int = 0) -> int:
+    """Index of the slice shown for ``layer`` along ``axis`` (data coordinates)."""
+    point = layer.world_to_data(viewer.dims.point[-layer.ndim:])
+    return int(np.clip(round(float(point[axis])), 0, layer.data.shape[axis] - 1))
+
+
+class _WorkerWidget(Container):
+    """A container with Run/Cancel buttons, a progress bar and a status line for one worker."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, run_text: str) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self._worker: Any = None
+        self.run_button = PushButton(text=run_text)
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
+        self.status = Label(value="")
+        self.run_button.changed.connect(self._start)
+        self.cancel_button.changed.connect(self.cancel)
+
+    def _controls(self) -> list[Any]:
+        return [Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
+                          labels=False), self.progress, self.status]
+
+    # subclasses: return (generator, on_done) or None after showing why
+    def _make_job(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _start(self) -> None:
+        from napari.qt.threading import create_worker
+
+        job = self._make_job()
+        if job is None:
+            return
+        gen, on_done = job
+        def run() -> Any:
+            return (yield from gen)
+
+        self._worker = create_worker(run)
+        self._worker.yielded.connect(lambda item: self._on_progress(item))
+        self._worker.returned.connect(on_done)
+        self._worker.errored.connect(self._on_error)
+        self._worker.finished.connect(self._on_finished)
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self.status.value = "running..."
+        self._worker.start()
+
+    def _on_progress(self, step: tuple[int, int]) -> None:
+        done, total = step
+        self.progress.max = max(int(total), 1)
+        self.progress.value = int(done)
+
+    def _on_error(self, exc: BaseException) -> None:
+        self.status.value = f"failed: {exc}"
+        show_error(f"napari-brainseg: {exc}")
+
+    def _on_finished(self) -> None:
+        self.run_button.enabled = True
+        self.cancel_button.enabled = False
+        self._worker = None
+
+    def cancel(self) -> None:
+        """Stop the running worker (it finishes its current step first)."""
+        if self._worker is not None:
+            self._worker.quit()
+            self.status.value = "cancelled"
+
+    def wait(self, timeout_ms: int = 60_000) -> None:
+        """Block until the worker is done (tests and scripts)."""
+        from qtpy.QtCore import QCoreApplication, QElapsedTimer
+
+        timer = QElapsedTimer()
+        timer.start()
+        while self._worker is not None and timer.elapsed() < timeout_ms:
+            QCoreApplication.processEvents()
+
+

@@ -1,0 +1,234 @@
+"""Segment and Batch segment widgets."""
+
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSlider,
+    FloatSpinBox,
+    create_widget,
+)
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error
+
+from ._base import _grey_data, _layer_scale, _WorkerWidget
+from .train import RECENT_MODELS
+
+# --------------------------------------------------------------------------- segmentation
+
+DEMO_CHOICE = "built-in demo model"
+TABLE_COLUMNS = ["file", "status", "tumour", "Dice", "seconds", "error"]
+FILE_CHOICE = "checkpoint file below"
+
+
+def _columns(rows: list[list[str]]) -> dict[str, list[str]]:
+    """Rows as magicgui's column dict (its split format mislabels an empty table)."""
+    return {c: [r[i] for r in rows] for i, c in enumerate(TABLE_COLUMNS)}
+
+
+def _model_choices(*_: Any) -> list[str]:
+    """Demo model, the models trained in this session (newest first), or a file."""
+    return [DEMO_CHOICE, *reversed(RECENT_MODELS), FILE_CHOICE]
+
+
+class _ModelPicker(Container):
+    """Model choice shared by the segment and batch widgets."""
+
+    def __init__(self) -> None:
+        from magicgui.widgets import FileEdit
+
+        self.choice = ComboBox(choices=_model_choices, label="model")
+        self.file = FileEdit(mode="r", filter="*.pt", label="checkpoint")
+        super().__init__(widgets=[self.choice, self.file], labels=True)
+
+    def path(self) -> str:
+        """'demo' or a checkpoint path; raises ValueError when none is usable."""
+        value = self.choice.value
+        if value == DEMO_CHOICE:
+            return "demo"
+        if value == FILE_CHOICE:
+            p = Path(str(self.file.value))
+            if not p.is_file():
+                raise ValueError("choose a checkpoint file (.pt) or the built-in demo model")
+            return str(p)
+        return str(value)
+
+
+def _segment_options(w: Any) -> Any:
+    from napari_brainseg.predict import SegmentOptions
+
+    return SegmentOptions(threshold=float(w.threshold.value), tta=bool(w.tta.value),
+                          min_area_mm2=float(w.min_area.value), keep=w.keep.value)
+
+
+def _option_widgets(w: Any) -> list[Any]:
+    w.tta = CheckBox(value=False, text="test-time augmentation (flips, 4x slower)")
+    w.threshold = FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05, label="threshold")
+    w.min_area = FloatSpinBox(value=10.0, min=0.0, max=10_000.0, step=5.0,
+                              label="min area (mm²)")
+    w.keep = ComboBox(choices=["all", "largest"], value="all", label="keep components")
+    return [w.tta, w.threshold, w.min_area, w.keep]
+
+
+class SegmentWidget(_WorkerWidget):
+    """Segment an Image layer into a new, editable "<image> tumour" Labels layer.
+
+    Every run adds a new layer, so labels you have corrected are never overwritten.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(viewer, "Segment")
+        from magicgui.widgets import SpinBox
+
+        self.image = create_widget(annotation=Image, label="image")
+        self.brain = create_widget(annotation=Labels | None, label="brain mask (optional)",
+                                   options={"nullable": True})
+        self.model = _ModelPicker()
+        self.axis = SpinBox(value=0, min=0, max=2, label="slice axis (volumes)")
+        self.show_prob = CheckBox(value=False, text="also add the probability map")
+        self.extend([self.image, self.brain, self.model, *_option_widgets(self), self.axis,
+                     self.show_prob, *self._controls()])
+
+    def _make_job(self) -> Any:
+        from napari_brainseg.predict import Predictor
+
+        layer = self.image.value
+        data = _grey_data(layer, "segmenting")
+        if data is None:
+            return None
+        brain = None
+        if self.brain.value is not None:
+            brain = np.asarray(self.brain.value.data) > 0
+            if brain.shape != data.shape:
+                show_error(f"napari-brainseg: brain mask {brain.shape} does not match the image "
+                           f"{data.shape}.")
+                return None
+        try:
+            model_path = self.model.path()
+            options = _segment_options(self)
+        except ValueError as exc:
+            show_error(f"napari-brainseg: {exc}")
+            return None
+        scale = _layer_scale(layer)
+        axis = int(self.axis.value)
+        keep_prob = bool(self.show_prob.value)
+        name, meta, full_scale = layer.name, dict(layer.metadata), layer.scale
+
+        def job() -> Any:
+            predictor = Predictor.from_checkpoint(model_path, options)
+            return (yield from predictor.iter_segment_volume(
+                data, scale, axis=axis, brain_mask=brain, keep_probability=keep_prob))
+
+        def done(result: Any) -> None:
+            if result is None:
+                return
+            self.viewer.add_labels(result.mask, name=f"{name} tumour", scale=full_scale,
+                                   metadata=meta, opacity=0.6)
+            if keep_prob and result.probability is not None:
+                self.viewer.add_image(result.probability, name=f"{name} tumour probability",
+                                      scale=full_scale, colormap="magma", blending="additive",
+                                      contrast_limits=(0, 1), visible=False)
+            unit = "mm³" if result.unit == "mm3" else "mm²"
+            self.status.value = (f"tumour: {result.size_mm:,.1f} {unit} "
+                                 f"({result.voxels:,} voxels)")
+
+        return job(), done
+
+
+class BatchSegmentWidget(_WorkerWidget):
+    """Segment every scan of a folder; results appear in a table as files finish.
+
+    Double-click a row to open the scan and its mask in the viewer.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(viewer, "Start batch")
+        from magicgui.widgets import FileEdit, Table
+
+        self.input = FileEdit(mode="d", label="input folder")
+        self.output = FileEdit(mode="d", label="output folder")
+        self.model = _ModelPicker()
+        self.skull = CheckBox(value=False, text="skull strip first (no tumour outside brain)")
+        self.overwrite = CheckBox(value=False, text="redo files already segmented")
+        self.overlays = CheckBox(value=True, text="write overlay PNGs")
+        self._rows: list[list[str]] = []
+        self.table = Table(value=_columns([]))
+        self.table.read_only = True
+        self.table.native.cellDoubleClicked.connect(self._open_row)
+        self._results: list[Any] = []
+        self.extend([self.input, self.output, self.model, *_option_widgets(self), self.skull,
+                     self.overwrite, self.overlays, *self._controls(), self.table])
+
+    def _make_job(self) -> Any:
+        from napari_brainseg.predict import Predictor, iter_segment_folder, list_inputs
+
+        src, dst = Path(str(self.input.value)), Path(str(self.output.value))
+        if not src.is_dir():
+            show_error("napari-brainseg: choose an input folder that exists")
+            return None
+        if str(self.output.value) in ("", ".") or dst.resolve() == src.resolve():
+            show_error("napari-brainseg: choose an output folder different from the input")
+            return None
+        try:
+            model_path = self.model.path()
+            options = _segment_options(self)
+            total = len(list_inputs(src))
+        except ValueError as exc:
+            show_error(f"napari-brainseg: {exc}")
+            return None
+        if total == 0:
+            show_error(f"napari-brainseg: no scans found in {src}")
+            return None
+        self._results = []
+        self._rows = []
+        self.table.value = _columns([])
+        skull, overwrite, overlays = bool(self.skull.value), bool(self.overwrite.value), \
+            bool(self.overlays.value)
+
+        def job() -> Any:
+            predictor = Predictor.from_checkpoint(model_path, options)
+            done_n = 0
+            for r in iter_segment_folder(src, dst, predictor, skull_strip=skull,
+                                         overwrite=overwrite, overlays=overlays):
+                done_n += 1
+                yield (r, done_n, total)
+            return None
+
+        def done(_: Any) -> None:
+            n_fail = sum(r.status == "failed" for r in self._results)
+            self.status.value = (f"{len(self._results)} files: "
+                                 f"{sum(r.status == 'ok' for r in self._results)} segmented, "
+                                 f"{sum(r.status == 'skipped' for r in self._results)} skipped, "
+                                 f"{n_fail} failed; see results.csv")
+            if n_fail:
+                show_error(f"napari-brainseg: {n_fail} file(s) failed; see the table")
+
+        return job(), done
+
+    def _on_progress(self, item: Any) -> None:  # type: ignore[override]
+        r, done_n, total = item
+        self._results.append(r)
+        self.progress.max = total
+        self.progress.value = done_n
+        size = f"{r.size_mm:,.1f} {'mm³' if r.unit == 'mm3' else 'mm²'}" if r.unit else ""
+        self._rows.append([r.source.name, r.status, size,
+                           "" if r.dice is None else f"{r.dice:.3f}", f"{r.seconds:.2f}", r.error])
+        self.table.value = _columns(self._rows)
+
+    def _open_row(self, row: int, _col: int = 0) -> None:
+        if not 0 <= row < len(self._results):
+            return
+        r = self._results[row]
+        try:
+            self.viewer.open(str(r.source), plugin="napari-brainseg")
+            if r.output is not None:
+                layers = self.viewer.open(str(r.output), plugin="napari-brainseg")
+                for lyr in layers:
+                    lyr.name = f"{r.source.name} tumour (saved)"
+        except Exception as exc:  # the reader notifies itself; keep napari alive regardless
+            show_error(f"napari-brainseg: could not open {r.source.name}: {exc}")
