@@ -3,7 +3,8 @@
 import subprocess
 import sys
 
-CORE_NUMPY = ["io", "preprocess", "synthetic", "skullstrip", "metrics"]
+CORE_NUMPY = ["io", "volume", "formats.nifti", "formats.dicom", "formats.figshare",
+              "formats.raster", "preprocess", "synthetic", "skullstrip", "metrics"]
 CORE_ALL = CORE_NUMPY + ["cli", "model", "losses", "data", "train", "predict", "study"]
 
 

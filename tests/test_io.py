@@ -291,7 +291,7 @@ def test_unsupported_and_missing(tmp_path):
 
 
 def test_huge_image_refused_before_loading(tmp_path, monkeypatch):
-    monkeypatch.setattr(io, "MAX_VOXELS", 1000)
+    monkeypatch.setattr("napari_brainseg.volume.MAX_VOXELS", 1000)
     nib.save(nib.Nifti1Image(np.zeros((20, 20, 20), np.uint8), np.eye(4)), str(tmp_path / "b.nii"))
     with pytest.raises(ReadError, match="Crop or downsample"):
         read(tmp_path / "b.nii")

@@ -1,0 +1,90 @@
+"""PNG / JPEG / BMP / TIFF images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from napari_brainseg.volume import (
+    MASK_SUFFIX,
+    ReadError,
+    Volume,
+    _check_size,
+    _values,
+    atomic_write,
+    stem,
+    suffix_of,
+    to_grey,
+)
+
+
+def read_raster(path: Path, kind: Literal["image", "labels"] = "image") -> Volume:
+    """Read a PNG / JPEG / BMP / TIFF image (multi-page TIFF -> volume).
+
+    Colour images are converted to grey by luminance, with a warning that says so.
+    """
+    path = Path(path)
+    warnings: list[str] = []
+    try:
+        if suffix_of(path) in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(str(path)) as tif:
+                series = tif.series[0]
+                axes = series.axes
+                _check_size(series.shape, path)
+                arr = series.asarray()
+            colour = axes.endswith("S")
+        else:
+            import imageio.v3 as iio
+
+            props = iio.improps(str(path))
+            _check_size(props.shape[:2], path)
+            arr = iio.imread(str(path))
+            colour = arr.ndim == 3 and arr.shape[-1] in (3, 4)
+    except ReadError:
+        raise
+    except Exception as exc:
+        raise ReadError(
+            f"{path.name}: not a readable {suffix_of(path)[1:].upper()} image (the file is "
+            "damaged, truncated or of another type). Export it again from its source."
+        ) from exc
+    if colour:
+        if kind == "image":
+            extra = " (alpha channel dropped)" if arr.shape[-1] == 4 else ""
+            warnings.append(f"{path.name}: colour image converted to grey by luminance{extra}.")
+            arr = to_grey(arr)
+    if arr.ndim not in (2, 3) or (kind == "image" and arr.ndim == 3 and colour):
+        raise ReadError(f"{path.name}: unsupported image shape {arr.shape}.")
+    data = _values(arr, path, kind, warnings)
+    return Volume(
+        data=data, spacing=(1.0,) * data.ndim, kind=kind,
+        name=stem(path) if kind == "image" else f"{stem(path)[: -len(MASK_SUFFIX)]} tumour"
+        if stem(path).endswith(MASK_SUFFIX) else stem(path),
+        source=path, metadata={"format": suffix_of(path)[1:]}, warnings=tuple(warnings),
+    )
+
+
+def write_raster(path: Path, labels: np.ndarray) -> Path:
+    """Write 2D labels as PNG/TIFF, or a 3D label stack as multi-page TIFF, atomically."""
+    path = Path(path)
+    labels = np.asarray(labels)
+    dtype = np.uint8 if labels.max(initial=0) <= 255 and labels.min(initial=0) >= 0 else np.uint16
+    suffix = suffix_of(path)
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        return atomic_write(path, lambda tmp: tifffile.imwrite(
+            str(tmp), labels.astype(dtype), photometric="minisblack"))
+    if labels.ndim != 2:
+        raise ValueError(
+            f"{path.name}: a {labels.ndim}D label stack cannot be saved as {suffix}; "
+            "save it as .tif or .nii.gz."
+        )
+    import imageio.v3 as iio
+
+    return atomic_write(path, lambda tmp: iio.imwrite(str(tmp), labels.astype(dtype)))
+
+

@@ -1,0 +1,277 @@
+"""The Volume type and what every reader shares: checks, atomic writes, orientation.
+
+See :mod:`napari_brainseg.io` for reading and writing files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: Largest number of voxels read at once (4 GiB as float32): beyond that, ask the user to crop.
+MAX_VOXELS = 2**30
+#: Smallest side length of an image we accept: U-Net training and skull stripping need some room.
+MIN_SIDE = 8
+#: Display orientation of volumes, as nibabel axis codes of the (x, y, z) array before it is
+#: transposed to (Z, Y, X): columns run to the patient's Left (radiological convention), rows to
+#: Posterior (anterior at the top of an axial slice), slices to Inferior (so coronal and sagittal
+#: views, made by rolling napari's axes, show the head upright).
+DISPLAY_AXCODES = ("L", "P", "I")
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+MAT_SUFFIXES = (".mat",)
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+SUPPORTED_SUFFIXES = NIFTI_SUFFIXES + MAT_SUFFIXES + DICOM_SUFFIXES + RASTER_SUFFIXES
+MASK_SUFFIX = "_mask"
+MASK_DIRS = ("masks", "labels")
+IMAGE_DIRS = ("images",)
+
+TUMOUR_TYPES = {1: "meningioma", 2: "glioma", 3: "pituitary"}
+
+
+class ReadError(ValueError):
+    """A file that this package accepts turned out to be unreadable or unusable.
+
+    The message names the file, what is wrong, and what to do.
+    """
+
+
+@dataclass(frozen=True)
+class Volume:
+    """An image or a label map with its geometry.
+
+    Attributes
+    ----------
+    data : np.ndarray
+        ``(Y, X)`` for a 2D image or ``(Z, Y, X)`` for a volume. Images are float32 in the
+        file's own intensity units (DICOM rescale applied); labels are uint8 with 0 = background.
+    spacing : tuple of float
+        Voxel size in mm per axis of ``data`` (1.0 where the file does not say).
+    affine : np.ndarray or None
+        4x4 matrix mapping indices of ``data`` (in axis order, then 1) to patient RAS+ mm, or None
+        when the format has no geometry (PNG, JPEG, .mat).
+    kind : {"image", "labels"}
+        What the array holds.
+    name : str
+        A short layer name (file stem).
+    source : Path or None
+        The file or folder read.
+    metadata : Mapping
+        Anything else: ``tumour_type``, ``patient_id``, ``native`` (what is needed to write a mask
+        back on the source's own voxel grid), ...
+    warnings : tuple of str
+        Things the user should know (values replaced, volumes dropped, ...).
+    """
+
+    data: np.ndarray
+    spacing: tuple[float, ...]
+    affine: np.ndarray | None = None
+    kind: Literal["image", "labels"] = "image"
+    name: str = "image"
+    source: Path | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.data.ndim not in (2, 3):
+            raise ValueError(f"Volume data must be 2D or 3D, got shape {self.data.shape}")
+        if len(self.spacing) != self.data.ndim:
+            raise ValueError(
+                f"spacing {self.spacing} must have one value per axis of data {self.data.shape}"
+            )
+
+    @property
+    def ndim(self) -> int:
+        """Number of spatial axes (2 or 3)."""
+        return self.data.ndim
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def stem(path: Path) -> str:
+    """Return the file name without its (possibly double) suffix: ``a.nii.gz`` -> ``a``."""
+    name = path.name
+    for suffix in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def suffix_of(path: Path) -> str:
+    """Return the lower-case suffix this package knows, ``.nii.gz`` included, or ``''``."""
+    name = path.name.lower()
+    for suffix in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffix
+    return ""
+
+
+def is_supported_file(path: Path) -> bool:
+    """Whether ``path`` has a suffix one of the readers handles."""
+    return suffix_of(Path(path)) != ""
+
+
+def _natural_key(path: Path) -> list[Any]:
+    # "slice2" before "slice10": users number slices without zero padding.
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
+
+
+def _check_size(shape: Sequence[int], path: Path) -> None:
+    n = int(np.prod(shape, dtype=np.int64))
+    if n > MAX_VOXELS:
+        raise ReadError(
+            f"{path.name}: image of shape {tuple(shape)} has {n:,} voxels, more than the "
+            f"{MAX_VOXELS:,} this tool loads at once. Crop or downsample it first."
+        )
+    spatial = sorted(int(s) for s in shape if s > 1)
+    if len(spatial) < 2 or spatial[-2] < MIN_SIDE:
+        raise ReadError(
+            f"{path.name}: image of shape {tuple(shape)} is too small; each side of a slice must "
+            f"be at least {MIN_SIDE} pixels."
+        )
+
+
+def _finite_image(data: np.ndarray, path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Return float32 data with NaN/Inf replaced by the minimum finite value, plus a warning."""
+    data = np.asarray(data, dtype=np.float32)
+    finite = np.isfinite(data)
+    if finite.all():
+        return data, ()
+    if not finite.any():
+        raise ReadError(
+            f"{path.name}: every value is NaN or infinite; there is no image to show. "
+            "Check the file was exported correctly."
+        )
+    bad = int((~finite).sum())
+    fill = float(data[finite].min())
+    data = np.where(finite, data, fill).astype(np.float32)
+    msg = f"{path.name}: {bad:,} NaN/infinite values replaced by the image minimum ({fill:g})."
+    log.warning(msg)
+    return data, (msg,)
+
+
+def _labels_from(data: np.ndarray, path: Path) -> np.ndarray:
+    """Turn a mask array into uint8 labels (0 background); reject non-integer soft masks."""
+    data = np.asarray(data)
+    if data.ndim == 3 and data.shape[-1] in (3, 4):  # a colour-saved mask: any channel set
+        data = data[..., :3].max(axis=-1)
+    if not np.isfinite(data).all():
+        raise ReadError(f"{path.name}: mask contains NaN or infinite values.")
+    values = np.unique(data)
+    if len(values) <= 2 and values.max(initial=0) > 1:
+        # Binary masks saved as 0/255 (PNG) or 0/65535: make them 0/1.
+        return (data > 0).astype(np.uint8)
+    if not np.all(np.equal(np.mod(values, 1), 0)) or values.min(initial=0) < 0 or values.max(
+        initial=0
+    ) > 255:
+        raise ReadError(
+            f"{path.name}: mask values {values[:6].tolist()}... are not labels (integers 0-255). "
+            "Save masks as integer images with 0 = background."
+        )
+    return data.astype(np.uint8)
+
+
+def _values(arr: np.ndarray, path: Path, kind: Literal["image", "labels"],
+            warnings: list[str]) -> np.ndarray:
+    """Labels as uint8, images as finite float32 (appending any warning)."""
+    if kind == "labels":
+        return _labels_from(arr, path)
+    data, extra = _finite_image(arr, path)
+    warnings.extend(extra)
+    return data
+
+
+def atomic_write(path: Path, write: Any) -> Path:
+    """Call ``write(tmp_path)`` then move the file onto ``path`` in one step.
+
+    The temporary file sits in the same folder with the same suffix (writers choose the format
+    from it), so a crash or a full disk never leaves a half-written ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = suffix_of(path) or path.suffix
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}",
+                                    dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------- orientation
+
+
+def _to_display(arr_xyz: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Reorient an (x, y, z) array with RAS affine to the (Z, Y, X) display layout.
+
+    Returns the display array, its affine (display indices -> RAS mm) and what is needed to undo
+    the transform (:func:`_from_display`).
+    """
+    import nibabel.orientations as nio
+
+    src = nio.io_orientation(affine)
+    dst = nio.axcodes2ornt(DISPLAY_AXCODES)
+    transform = nio.ornt_transform(src, dst)
+    out = nio.apply_orientation(arr_xyz, transform)
+    out_affine = affine @ nio.inv_ornt_aff(transform, arr_xyz.shape)
+    display = np.ascontiguousarray(out.transpose(2, 1, 0))
+    display_affine = out_affine[:, [2, 1, 0, 3]]
+    native = {
+        "affine": np.asarray(affine, dtype=np.float64),
+        "shape": tuple(int(s) for s in arr_xyz.shape),
+        "axcodes": "".join(nio.aff2axcodes(affine)),
+    }
+    return display, display_affine, native
+
+
+def _from_display(display: np.ndarray, native: Mapping[str, Any]) -> np.ndarray:
+    """Undo :func:`_to_display`: a (Z, Y, X) display array back on the native (x, y, z) grid."""
+    import nibabel.orientations as nio
+
+    affine = np.asarray(native["affine"], dtype=np.float64)
+    src = nio.io_orientation(affine)
+    dst = nio.axcodes2ornt(DISPLAY_AXCODES)
+    back = nio.ornt_transform(dst, src)
+    out = nio.apply_orientation(display.transpose(2, 1, 0), back)
+    if tuple(out.shape) != tuple(native["shape"]):
+        raise ValueError(
+            f"mask of display shape {display.shape} does not fit the scan's grid "
+            f"{tuple(native['shape'])}; it must have the shape of the image layer it labels."
+        )
+    return out
+
+
+def _spacing_from_affine(affine: np.ndarray, ndim: int) -> tuple[float, ...]:
+    zooms = np.sqrt((np.asarray(affine)[:3, :ndim] ** 2).sum(axis=0))
+    return tuple(float(z) if z > 0 else 1.0 for z in zooms)
+
+
+
+# --------------------------------------------------------------------------- colour
+
+
+def to_grey(rgb: np.ndarray) -> np.ndarray:
+    """Convert ``(..., 3|4)`` colour to grey with ITU-R BT.601 luminance weights (alpha dropped)."""
+    rgb = np.asarray(rgb, dtype=np.float32)
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
