@@ -1,5 +1,6 @@
 """Shared pieces of the widgets: layer checks and the worker-driving container."""
 
+from collections.abc import Callable
 from typing import Any
 
 import napari
@@ -37,11 +38,17 @@ def _current_index(viewer: napari.viewer.Viewer, layer: Any, axis: int = 0) -> i
 
 
 class _WorkerWidget(Container):
-    """A container with Run/Cancel buttons, a progress bar and a status line for one worker."""
+    """A container with Run/Cancel buttons, a progress bar and a status line for one worker.
 
-    def __init__(self, viewer: napari.viewer.Viewer, run_text: str) -> None:
+    ``make_job()`` returns ``(generator, on_done)`` or ``(generator, on_done, on_progress)``, or
+    None after telling the user why nothing can run.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer, run_text: str,
+                 make_job: Callable[[], Any]) -> None:
         super().__init__()
         self.viewer = viewer
+        self._make_job = make_job
         self._worker: Any = None
         self.run_button = PushButton(text=run_text)
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -54,22 +61,19 @@ class _WorkerWidget(Container):
         return [Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
                           labels=False), self.progress, self.status]
 
-    # subclasses: return (generator, on_done) or None after showing why
-    def _make_job(self) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
-
     def _start(self) -> None:
         from napari.qt.threading import create_worker
 
         job = self._make_job()
         if job is None:
             return
-        gen, on_done = job
+        gen, on_done, *rest = job
+        on_progress = rest[0] if rest else self._on_progress
         def run() -> Any:
             return (yield from gen)
 
         self._worker = create_worker(run)
-        self._worker.yielded.connect(lambda item: self._on_progress(item))
+        self._worker.yielded.connect(on_progress)
         self._worker.returned.connect(on_done)
         self._worker.errored.connect(self._on_error)
         self._worker.finished.connect(self._on_finished)

@@ -82,7 +82,7 @@ class SegmentWidget(_WorkerWidget):
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(viewer, "Segment")
+        super().__init__(viewer, "Segment", self._segment_job)
         from magicgui.widgets import SpinBox
 
         self.image = create_widget(annotation=Image, label="image")
@@ -94,7 +94,7 @@ class SegmentWidget(_WorkerWidget):
         self.extend([self.image, self.brain, self.model, *_option_widgets(self), self.axis,
                      self.show_prob, *self._controls()])
 
-    def _make_job(self) -> Any:
+    def _segment_job(self) -> Any:
         from napari_brainseg.predict import Predictor
 
         layer = self.image.value
@@ -147,7 +147,7 @@ class BatchSegmentWidget(_WorkerWidget):
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(viewer, "Start batch")
+        super().__init__(viewer, "Start batch", self._batch_job)
         from magicgui.widgets import FileEdit, Table
 
         self.input = FileEdit(mode="d", label="input folder")
@@ -164,7 +164,7 @@ class BatchSegmentWidget(_WorkerWidget):
         self.extend([self.input, self.output, self.model, *_option_widgets(self), self.skull,
                      self.overwrite, self.overlays, *self._controls(), self.table])
 
-    def _make_job(self) -> Any:
+    def _batch_job(self) -> Any:
         from napari_brainseg.predict import Predictor, iter_segment_folder, list_inputs
 
         src, dst = Path(str(self.input.value)), Path(str(self.output.value))
@@ -210,7 +210,7 @@ class BatchSegmentWidget(_WorkerWidget):
 
         return job(), done
 
-    def _on_progress(self, item: Any) -> None:  # type: ignore[override]
+    def _on_progress(self, item: Any) -> None:
         r, done_n, total = item
         self._results.append(r)
         self.progress.max = total

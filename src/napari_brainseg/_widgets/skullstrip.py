@@ -28,7 +28,7 @@ class SkullStripWidget(_WorkerWidget):
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(viewer, "Run skull strip")
+        super().__init__(viewer, "Run skull strip", self._strip_job)
         d = SkullStripParams()
         self.image = create_widget(annotation=Image, label="image")
         self.mode = ComboBox(choices=["auto", "slices"], value="auto", label="mode",
@@ -84,7 +84,7 @@ class SkullStripWidget(_WorkerWidget):
                                    opacity=0.4)
         self.status.value = f"preview: {int(mask.sum()):,} brain pixels on this slice"
 
-    def _make_job(self) -> Any:
+    def _strip_job(self) -> Any:
         layer = self.image.value
         data = _grey_data(layer, "skull strip")
         if data is None:

@@ -1,5 +1,6 @@
 """Train widget with its live loss plot."""
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,7 @@ class TrainWidget(_WorkerWidget):
     """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(viewer, "Start training")
+        super().__init__(viewer, "Start training", self._train_job)
         from magicgui.widgets import FileEdit, SpinBox
 
         self._stop: Any = None
@@ -142,7 +143,7 @@ class TrainWidget(_WorkerWidget):
         show_info(f"Saved {ip} and {mp}")
 
     # -- training
-    def _make_job(self) -> Any:
+    def _train_job(self) -> Any:
         import threading
 
         from napari_brainseg.data import samples_from_arrays, samples_from_folder, split_samples
@@ -163,7 +164,7 @@ class TrainWidget(_WorkerWidget):
                 samples = samples_from_arrays(np.asarray(img.data), np.asarray(lab.data),
                                               group=img.name)
                 patch = min(cfg.patch_size, *np.asarray(img.data).shape[-2:])
-                cfg = replace_config(cfg, patch_size=max(16, int(patch)))
+                cfg = replace(cfg, patch_size=max(16, int(patch)))
             else:
                 samples = samples_from_folder(self.folder.value)
             train_s, val_s = split_samples(samples, float(self.val_split.value), cfg.seed)
@@ -204,20 +205,10 @@ class TrainWidget(_WorkerWidget):
             self.out.value = str(_default_model_path())  # the next run never overwrites
             self.init_model.value = str(result.best_path)
 
-        self._on_progress = on_yield  # type: ignore[method-assign]
-        return gen, done
+        return gen, done, on_yield
 
     def cancel(self) -> None:
         """Stop after the current batch; the last whole epoch's checkpoints stay valid."""
         if self._stop is not None:
             self._stop.set()
             self.status.value = "cancelling after this batch..."
-
-
-def replace_config(cfg: Any, **changes: Any) -> Any:
-    """dataclasses.replace, imported lazily."""
-    from dataclasses import replace
-
-    return replace(cfg, **changes)
-
-
