@@ -13,14 +13,15 @@ COLIN_BET = SHARED / "colin27" / "ch2bet.nii.gz"
 @pytest.fixture(scope="session")
 def colin_path() -> Path:
     if not COLIN.exists():
-        pytest.skip(f"real MRI not found at {COLIN} (../shared/data is laid beside the repo in CI)")
+        pytest.fail(f"real MRI not found at {COLIN}: put shared/ (with data/colin27) beside the "
+                    "repository, as CI does")
     return COLIN
 
 
 @pytest.fixture(scope="session")
 def colin_bet_path() -> Path:
     if not COLIN_BET.exists():
-        pytest.skip(f"real MRI not found at {COLIN_BET}")
+        pytest.fail(f"real MRI not found at {COLIN_BET}: put shared/ beside the repository")
     return COLIN_BET
 
 

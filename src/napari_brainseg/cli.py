@@ -95,10 +95,9 @@ def _cmd_skull_strip(args: argparse.Namespace) -> int:
     if not src.exists():
         _err(f"{src}: no such file or folder")
         return 2
-    if src.is_file() or not find_pairs(src):
-        inputs = [src]  # a file, or a folder that is one DICOM series / stack
-    else:
-        inputs = [p.image for p in find_pairs(src)]
+    pairs = [] if src.is_file() else find_pairs(src)
+    # a file, or a folder that is one DICOM series, else every image of the folder
+    inputs = [p.image for p in pairs] or [src]
     single = len(inputs) == 1 and not Path(args.output).is_dir() and Path(args.output).suffix
     failed = 0
     params = {"tightness": args.tightness, "erode_mm": args.erode_mm}

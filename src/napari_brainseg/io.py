@@ -24,7 +24,7 @@ same stem. figshare ``.mat`` files carry their own mask.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -61,7 +61,7 @@ __all__ = [
     "DICOM_SUFFIXES", "IMAGE_DIRS", "MASK_DIRS", "MASK_SUFFIX", "MAT_SUFFIXES", "MAX_VOXELS",
     "MIN_SIDE", "NIFTI_SUFFIXES", "RASTER_SUFFIXES", "SUPPORTED_SUFFIXES", "TUMOUR_TYPES",
     "Pair", "ReadError", "Volume", "atomic_write", "can_read", "find_pairs", "is_supported_file",
-    "iter_images", "mask_for", "read", "read_dicom", "read_mat", "read_nifti", "read_raster",
+    "mask_for", "read", "read_dicom", "read_mat", "read_nifti", "read_raster",
     "stem", "suffix_of", "to_grey", "write_image", "write_labels", "write_mat", "write_nifti",
     "write_raster",
 ]
@@ -258,13 +258,3 @@ def read(path: str | os.PathLike[str]) -> list[Volume]:
             "and DICOM."
         )
     return _read_with_mask(p)
-
-
-def iter_images(path: Path) -> Iterator[Path]:
-    """Yield the image files under ``path`` (itself when it is a file), masks excluded."""
-    path = Path(path)
-    if path.is_file():
-        yield path
-        return
-    for pair in find_pairs(path):
-        yield pair.image

@@ -396,21 +396,30 @@ def output_path_for(source: Path, root: Path, out_dir: Path) -> Path:
     return out_dir / rel / name
 
 
-def _overlay_png(path: Path, image: np.ndarray, mask: np.ndarray) -> None:
-    """A quick-look PNG: the slice with the most tumour, grey, with the tumour outlined in red."""
+RED, GREEN = (255, 40, 40), (40, 220, 40)
+
+
+def write_overlay(path: Path, image: np.ndarray,
+                  outlines: Sequence[tuple[np.ndarray, tuple[int, int, int]]]) -> Path:
+    """Write a quick-look PNG: a 2D slice in grey with each mask's outline in its colour.
+
+    A volume shows the slice where the first mask is largest.
+    """
     import imageio.v3 as iio
 
     if image.ndim == 3:
-        z = int(np.argmax(mask.reshape(mask.shape[0], -1).sum(1))) if mask.any() else \
+        first = outlines[0][0] if outlines else np.zeros(image.shape, bool)
+        z = int(np.argmax(first.reshape(first.shape[0], -1).sum(1))) if first.any() else \
             image.shape[0] // 2
-        image, mask = image[z], mask[z]
+        image = image[z]
+        outlines = [(m[z], c) for m, c in outlines]
     lo, hi = np.percentile(image, [1, 99.5])
     grey = np.clip((image - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
     rgb = np.repeat(grey[..., None], 3, axis=-1)
-    m = mask > 0
-    edge = m & ~ndi.binary_erosion(m)
-    rgb[edge] = (255, 40, 40)
-    atomic_write(path, lambda tmp: iio.imwrite(str(tmp), rgb, extension=".png"))
+    for mask, colour in outlines:
+        m = mask > 0
+        rgb[m & ~ndi.binary_erosion(m)] = colour
+    return atomic_write(path, lambda tmp: iio.imwrite(str(tmp), rgb, extension=".png"))
 
 
 def _write_csv(path: Path, results: Sequence[FileResult]) -> None:
@@ -496,7 +505,8 @@ def _segment_file(src: Path, truth: Path | None, dest: Path, predictor: Predicto
         counts = confusion(mask, gt)
         dice = scores(counts)["f1"]
     if overlays:
-        _overlay_png(out_dir / "overlays" / f"{dest.name.split('.')[0]}.png", image.data, mask)
+        write_overlay(out_dir / "overlays" / f"{dest.name.split('.')[0]}.png", image.data,
+                      [(mask, RED)])
     return FileResult(src, "ok", dest, n, size, unit, time.perf_counter() - t0, "", dice, counts)
 
 

@@ -326,17 +326,11 @@ def _slug(loss: str) -> str:
 
 def _overlay_examples(folder: Path, fold: int, loss: str,
                       preds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
-    import imageio.v3 as iio
-    from scipy import ndimage as ndi
+    from .predict import GREEN, RED, write_overlay
 
     for k, (img, pred, truth) in enumerate(preds):
-        lo, hi = np.percentile(img, [1, 99.5])
-        grey = np.clip((img - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
-        rgb = np.repeat(grey[..., None], 3, axis=-1)
-        for mask, colour in ((truth > 0, (40, 220, 40)), (pred > 0, (255, 40, 40))):
-            rgb[mask & ~ndi.binary_erosion(mask)] = colour
-        path = folder / f"fold{fold}_{_slug(loss)}_{k}.png"
-        atomic_write(path, lambda t, a=rgb: iio.imwrite(str(t), a, extension=".png"))
+        write_overlay(folder / f"fold{fold}_{_slug(loss)}_{k}.png", img,
+                      [(truth, GREEN), (pred, RED)])
 
 
 # --------------------------------------------------------------------------- report
