@@ -41,6 +41,7 @@ def test_two_epochs_on_layers_update_plot_and_progress(make_napari_viewer_proxy,
     assert (tmp_path / "model.pt").exists() and RECENT_MODELS[-1] == str(tmp_path / "model.pt")
     assert load_checkpoint(tmp_path / "model.pt").training["epochs"] == 2
     assert w.out.value != tmp_path / "model.pt"  # the next run writes a new file
+    np.testing.assert_array_equal(ll.data, lab)  # training never touches the user's labels
 
 
 def test_cancel_and_correct_then_retrain(make_napari_viewer_proxy, qtbot, tmp_path):
@@ -63,3 +64,21 @@ def test_cancel_and_correct_then_retrain(make_napari_viewer_proxy, qtbot, tmp_pa
     qtbot.waitUntil(lambda: w._worker is None, timeout=60_000)
     assert "cancelled" in w.status.value and len(w.plot.epochs) < 200
     load_checkpoint(tmp_path / "model.last.pt")
+
+
+def test_closing_the_widget_mid_run_stops_training_cleanly(make_napari_viewer_proxy, qtbot,
+                                                           tmp_path):
+    viewer = make_napari_viewer_proxy()
+    img, lab = _stack(3)
+    w = _widget(viewer, tmp_path)
+    w.image.value = viewer.add_image(img, name="scan")
+    w.labels.value = viewer.add_labels(lab, name="scan tumour")
+    w.epochs.value = 500
+    w.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: len(w.plot.epochs) >= 1, timeout=60_000)
+    viewer.window.remove_dock_widget(w.native)  # the dock's "x" button does this
+    at_close = len(w.plot.epochs)
+    qtbot.waitUntil(lambda: w._worker is None, timeout=30_000)
+    assert "cancelled" in w.status.value and len(w.plot.epochs) <= at_close + 1
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name or p.name.startswith(".")]
+    assert load_checkpoint(tmp_path / "model.last.pt").training["epochs"] >= 1

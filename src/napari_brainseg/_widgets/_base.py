@@ -12,6 +12,7 @@ from magicgui.widgets import (
     PushButton,
 )
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QEvent, QObject
 
 
 def _layer_scale(layer: Any) -> tuple[float, ...]:
@@ -37,6 +38,25 @@ def _current_index(viewer: napari.viewer.Viewer, layer: Any, axis: int = 0) -> i
     return int(np.clip(round(float(point[axis])), 0, layer.data.shape[axis] - 1))
 
 
+class _StopWhenClosed(QObject):
+    """Cancel a widget's worker when the widget is closed or taken out of its dock.
+
+    napari's dock "x" button un-parents the inner widget (``remove_dock_widget``) rather than
+    closing it, so both a Close event and a change to no parent count as closing.
+    """
+
+    def __init__(self, widget: "_WorkerWidget") -> None:
+        super().__init__()
+        self._widget = widget
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt's name)
+        kind = event.type()
+        if kind == QEvent.Type.Close or (kind == QEvent.Type.ParentChange
+                                         and obj.parent() is None):
+            self._widget.cancel()
+        return False
+
+
 class _WorkerWidget(Container):
     """A container with Run/Cancel buttons, a progress bar and a status line for one worker.
 
@@ -56,6 +76,8 @@ class _WorkerWidget(Container):
         self.status = Label(value="")
         self.run_button.changed.connect(self._start)
         self.cancel_button.changed.connect(self.cancel)
+        self._close_watch = _StopWhenClosed(self)
+        self.native.installEventFilter(self._close_watch)
 
     def _controls(self) -> list[Any]:
         return [Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
