@@ -53,9 +53,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_sample_data(args: argparse.Namespace) -> int:
     from .synthetic import write_sample_folder
 
-    shape = tuple(int(s) for s in args.size.lower().split("x"))
-    if len(shape) != 2:
-        _err(f"--size must look like 256x256, got {args.size!r}")
+    try:
+        shape = tuple(int(s) for s in args.size.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) != 2 or min(shape) < 32:
+        _err(f"--size must look like 256x256 (each side at least 32), got {args.size!r}")
         return 2
     paths = write_sample_folder(Path(args.out), n=args.n, seed=args.seed, shape=shape,
                                 skull=args.skull)
@@ -122,10 +125,13 @@ def _cmd_skull_strip(args: argparse.Namespace) -> int:
                 write_image(masked, apply_mask(vol.data, mask), like=vol, spacing=vol.spacing)
                 line += f", {masked}"
             print(line)
-        except (ReadError, ValueError, TypeError, OSError) as exc:
+        except ReadError as exc:  # its message names the file
             failed += 1
-            _err(f"{path}: {exc}")
-    if failed:
+            _err(str(exc))
+        except (ValueError, TypeError, OSError) as exc:
+            failed += 1
+            _err(f"{path.name}: {exc}")
+    if failed and len(inputs) > 1:
         _err(f"{failed} of {len(inputs)} input(s) failed")
     return 1 if failed else 0
 
@@ -180,7 +186,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       f"val loss {item.val_loss:.4f}  val Dice {item.val_dice:.4f}  "
                       f"P {item.val_precision:.3f} R {item.val_recall:.3f}  lr {item.lr:.2g}  "
                       f"{item.seconds:.1f}s{star}", flush=True)
-    except (CheckpointError, ValueError, FloatingPointError) as exc:
+    except CheckpointError as exc:
+        _err(str(exc))
+        return 2
+    except (ValueError, FloatingPointError) as exc:
         _err(str(exc))
         return 1
     except KeyboardInterrupt:
@@ -224,7 +233,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             results.append(r)
             bar.update(1)
             if r.status == "failed":
-                tqdm.write(f"brainseg: error: {r.source}: {r.error}", file=sys.stderr)
+                tqdm.write(f"brainseg: error: {r.error}", file=sys.stderr)
     width = max(len(str(r.source)) for r in results)
     print(f"{'file':{width}s}  status   tumour          Dice   seconds")
     for r in results:
@@ -260,7 +269,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .data import samples_from_folder
-    from .study import DEFAULT_ALPHAS, StudyConfig, iter_study
+    from .study import DEFAULT_ALPHAS, StudyConfig, iter_study, plan
 
     try:
         overrides: dict = {"seed": args.seed}
@@ -279,6 +288,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
             cfg = StudyConfig(**{**cfg.to_dict(), "alphas": {**DEFAULT_ALPHAS, **cfg.alphas,
                                                              **alphas}})
         samples = samples_from_folder(args.data)
+        plan(samples, cfg)  # fails fast (too few patients for the folds) before any work
     except ValueError as exc:
         _err(str(exc))
         return 2
@@ -428,16 +438,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``brainseg`` command line and return its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s: %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # The package's warnings go to this command's stderr (not through the root logger, which
+    # an embedding program or pytest may already have configured).
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    old_level, old_propagate = log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    log.propagate = False
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old_level)
+        log.propagate = old_propagate
 
 
 if __name__ == "__main__":  # pragma: no cover

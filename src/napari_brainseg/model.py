@@ -248,6 +248,28 @@ def save_checkpoint(
     return atomic_write(Path(path), lambda tmp: Path(tmp).write_bytes(data))
 
 
+def _references_code(path: Any) -> bool:
+    """Whether a file torch refused is a pickle naming classes or functions (code it would run).
+
+    Only inspects the opcodes with ``pickletools`` (nothing is executed); a zip (torch's own
+    format) that ``weights_only`` refused always holds such a reference.
+    """
+    import pickletools
+    import zipfile
+
+    try:
+        if isinstance(path, _io.BytesIO):
+            raw = path.getvalue()
+        else:
+            raw = Path(path).read_bytes()
+        if zipfile.is_zipfile(_io.BytesIO(raw)):
+            return True
+        ops = {op.name for op, _arg, _pos in pickletools.genops(raw)}
+    except Exception:  # not a pickle at all
+        return False
+    return bool(ops & {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "BUILD"})
+
+
 def load_checkpoint(path: str | os.PathLike[str] | _io.BytesIO) -> Checkpoint:
     """Rebuild the model from a checkpoint file alone, refusing anything that is not ours.
 
@@ -267,8 +289,7 @@ def load_checkpoint(path: str | os.PathLike[str] | _io.BytesIO) -> Checkpoint:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        text = str(exc)
-        if "Weights only load failed" in text or "Unsupported global" in text:
+        if _references_code(path):
             raise CheckpointError(
                 f"{name}: refused: the file holds Python objects that could run code, not a "
                 "napari-brainseg checkpoint. Only load checkpoints you trained with this tool."
@@ -293,8 +314,11 @@ def load_checkpoint(path: str | os.PathLike[str] | _io.BytesIO) -> Checkpoint:
         model = UNet(config)
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        detail = next((ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()),
+                      str(exc)).rstrip(".)")
         raise CheckpointError(
-            f"{name}: the weights do not fit the stored U-Net configuration ({exc})."
+            f"{name}: the weights do not fit the stored U-Net configuration ({detail}); the "
+            "file was edited or written by another program. Train again."
         ) from exc
     model.eval()
     return Checkpoint(

@@ -432,6 +432,29 @@ def _write_csv(path: Path, results: Sequence[FileResult]) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
+def _describe(exc: BaseException, src: Path) -> str:
+    """One line naming the input file and what went wrong with it."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" {Path(exc.filename).name}" if exc.filename else ""
+        text = (f"cannot write{where}: {exc.strerror}. Check that the output folder is "
+                "writable and not full, or choose another.")
+    else:
+        text = str(exc).replace("\n", " ")
+    return text if text.startswith(f"{src.name}:") else f"{src.name}: {text}"
+
+
+def _skipped(src: Path, dest: Path) -> FileResult:
+    """The result for an input whose output already exists (kept as it is)."""
+    try:
+        vol = read(dest)[0]
+    except ReadError:
+        return FileResult(src, "skipped", dest, error=f"{dest.name} is in the way and is not a "
+                          "readable mask; kept (use overwrite to replace it)")
+    n, size, unit = tumour_size(vol.data, vol.spacing)
+    return FileResult(src, "skipped", dest, n, size, unit, 0.0,
+                      "mask exists (use overwrite to redo)")
+
+
 def iter_segment_folder(
     inputs: str | Path,
     output: str | Path,
@@ -458,17 +481,14 @@ def iter_segment_folder(
         dest = output_path_for(src, root, out_dir)
         try:
             if dest.exists() and not overwrite:
-                vol = read(dest)[0]
-                n, size, unit = tumour_size(vol.data, vol.spacing)
-                res = FileResult(src, "skipped", dest, n, size, unit, 0.0,
-                                 "mask exists (use overwrite to redo)")
+                res = _skipped(src, dest)
             else:
                 res = _segment_file(src, truth, dest, predictor, skull_strip, overlays,
                                     out_dir, axis, t0)
         except (ReadError, ValueError, OSError, RuntimeError, MemoryError) as exc:
             res = FileResult(src, "failed", None, seconds=time.perf_counter() - t0,
-                             error=str(exc).replace("\n", " "))
-            log.warning("failed: %s", res.error)
+                             error=_describe(exc, src))
+            log.info("failed: %s", res.error)  # the caller reports it (CLI line, widget table)
         results.append(res)
         _write_csv(out_dir / "results.csv", results)
         yield res

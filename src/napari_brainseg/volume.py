@@ -187,7 +187,12 @@ def _values(arr: np.ndarray, path: Path, kind: Literal["image", "labels"],
             warnings: list[str]) -> np.ndarray:
     """Labels as uint8, images as finite float32 (appending any warning)."""
     if kind == "labels":
-        return _labels_from(arr, path)
+        labels = _labels_from(arr, path)
+        if labels.max(initial=0) > 1:
+            found = np.unique(labels[labels > 0])
+            warnings.append(f"{path.name}: mask has labels {found[:6].tolist()}; training and "
+                            "metrics count every non-zero label as tumour.")
+        return labels
     data, extra = _finite_image(arr, path)
     warnings.extend(extra)
     return data

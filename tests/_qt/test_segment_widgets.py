@@ -87,3 +87,28 @@ def test_batch_widget_table_and_failures(make_napari_viewer_proxy, qtbot, tiny_m
     ok_row = next(i for i, r in enumerate(w._results) if r.status == "ok")
     w._open_row(ok_row)
     assert len(viewer.layers) == 3  # image + its ground truth + the saved mask
+
+
+def test_hostile_checkpoint_is_a_notification_not_a_layer(make_napari_viewer_proxy, tmp_path,
+                                                          monkeypatch):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("open('PWNED', 'w').write('x')",))
+
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"format": "napari-brainseg-unet", "x": Evil()}))
+    errors = []
+    monkeypatch.setattr("napari_brainseg._widgets.segment.show_error", errors.append)
+    viewer = make_napari_viewer_proxy()
+    viewer.add_image(make_phantom((64, 64), "glioma", seed=1, skull=False).image, name="scan")
+    w = SegmentWidget(viewer)
+    w.reset_choices()
+    w.image.value = viewer.layers["scan"]
+    _use_model(w, evil)
+    w.run_button.clicked.emit()
+    assert len(errors) == 1 and "refused" in errors[0]
+    assert len(viewer.layers) == 1 and w._worker is None
+    assert not (tmp_path / "PWNED").exists()

@@ -38,6 +38,13 @@ def _current_index(viewer: napari.viewer.Viewer, layer: Any, axis: int = 0) -> i
     return int(np.clip(round(float(point[axis])), 0, layer.data.shape[axis] - 1))
 
 
+class _Failed:
+    """A job that stopped on an expected error (returned instead of raised)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 class _StopWhenClosed(QObject):
     """Cancel a widget's worker when the widget is closed or taken out of its dock.
 
@@ -92,11 +99,22 @@ class _WorkerWidget(Container):
         gen, on_done, *rest = job
         on_progress = rest[0] if rest else self._on_progress
         def run() -> Any:
-            return (yield from gen)
+            # Expected failures (bad file, full disk, out of memory) end the job with a
+            # notification; only a bug reaches napari's error relay with its traceback.
+            try:
+                return (yield from gen)
+            except (ValueError, OSError, MemoryError) as exc:
+                return _Failed(exc)
+
+        def finish(result: Any) -> None:
+            if isinstance(result, _Failed):
+                self._on_error(result.error)
+            else:
+                on_done(result)
 
         self._worker = create_worker(run)
         self._worker.yielded.connect(on_progress)
-        self._worker.returned.connect(on_done)
+        self._worker.returned.connect(finish)
         self._worker.errored.connect(self._on_error)
         self._worker.finished.connect(self._on_finished)
         self.run_button.enabled = False

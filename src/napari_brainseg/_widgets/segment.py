@@ -108,9 +108,8 @@ class SegmentWidget(_WorkerWidget):
                 show_error(f"napari-brainseg: brain mask {brain.shape} does not match the image "
                            f"{data.shape}.")
                 return None
-        try:
-            model_path = self.model.path()
-            options = _segment_options(self)
+        try:  # loading is quick; doing it here makes a bad checkpoint a plain notification
+            predictor = Predictor.from_checkpoint(self.model.path(), _segment_options(self))
         except ValueError as exc:
             show_error(f"napari-brainseg: {exc}")
             return None
@@ -120,7 +119,6 @@ class SegmentWidget(_WorkerWidget):
         name, meta, full_scale = layer.name, dict(layer.metadata), layer.scale
 
         def job() -> Any:
-            predictor = Predictor.from_checkpoint(model_path, options)
             return (yield from predictor.iter_segment_volume(
                 data, scale, axis=axis, brain_mask=brain, keep_probability=keep_prob))
 
@@ -175,8 +173,7 @@ class BatchSegmentWidget(_WorkerWidget):
             show_error("napari-brainseg: choose an output folder different from the input")
             return None
         try:
-            model_path = self.model.path()
-            options = _segment_options(self)
+            predictor = Predictor.from_checkpoint(self.model.path(), _segment_options(self))
             total = len(list_inputs(src))
         except ValueError as exc:
             show_error(f"napari-brainseg: {exc}")
@@ -191,7 +188,6 @@ class BatchSegmentWidget(_WorkerWidget):
             bool(self.overlays.value)
 
         def job() -> Any:
-            predictor = Predictor.from_checkpoint(model_path, options)
             done_n = 0
             for r in iter_segment_folder(src, dst, predictor, skull_strip=skull,
                                          overwrite=overwrite, overlays=overlays):

@@ -101,6 +101,9 @@ def read_mat(path: Path) -> list[Volume]:
                   warnings=warnings)]
     if "tumorMask" in fields:
         mask = np.asarray(fields["tumorMask"])
+        if mask.dtype.kind not in "biuf":
+            raise ReadError(f"{path.name}: cjdata.tumorMask must be a numeric array, got "
+                            f"{mask.dtype} ({mask.dtype.kind!r} kind). Export the mask again.")
         if mask.shape != image.shape:
             raise ReadError(
                 f"{path.name}: tumorMask of shape {mask.shape} does not match image "

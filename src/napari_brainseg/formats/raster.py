@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +20,24 @@ from napari_brainseg.volume import (
     suffix_of,
     to_grey,
 )
+
+
+@contextmanager
+def _pillow_size_limit_off() -> Iterator[None]:
+    """Let Pillow decode what ``_check_size`` already allowed.
+
+    Pillow warns above ~89 M pixels and refuses above ~179 M (its decompression-bomb guard);
+    our own limit (``MAX_VOXELS``, checked from the header first) replaces it, so a 10000 x 10000
+    scan reads without a warning and a header claiming more than our limit is still refused.
+    """
+    from PIL import Image
+
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
 
 
 def read_raster(path: Path, kind: Literal["image", "labels"] = "image") -> Volume:
@@ -40,9 +60,10 @@ def read_raster(path: Path, kind: Literal["image", "labels"] = "image") -> Volum
         else:
             import imageio.v3 as iio
 
-            props = iio.improps(str(path))
-            _check_size(props.shape[:2], path)
-            arr = iio.imread(str(path))
+            with _pillow_size_limit_off():
+                props = iio.improps(str(path))
+                _check_size(props.shape[:2], path)
+                arr = iio.imread(str(path))
             colour = arr.ndim == 3 and arr.shape[-1] in (3, 4)
     except ReadError:
         raise
