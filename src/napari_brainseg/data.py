@@ -254,6 +254,9 @@ def _crop_or_pad(img: np.ndarray, msk: np.ndarray, size: int,
     return img[y0:y0 + size, x0:x0 + size], msk[y0:y0 + size, x0:x0 + size]
 
 
+CACHE_BYTES = 2 * 1024**3  # normalised training slices kept in memory (about 1,000 at 800x512)
+
+
 class TrainingSet(Dataset):
     """Normalised, cropped and augmented ``(1, P, P)`` patches of training samples.
 
@@ -271,6 +274,8 @@ class TrainingSet(Dataset):
         self.normalisation = normalisation
         self.seed = seed
         self.epoch = 0
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._cached_bytes = 0
 
     def set_epoch(self, epoch: int) -> None:
         """Select the random stream of this epoch."""
@@ -279,13 +284,28 @@ class TrainingSet(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, self.epoch, i])
+    def _slice(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sample ``i`` read and normalised.
+
+        Kept in memory after the first epoch while the cache stays under ``CACHE_BYTES``
+        (benchmarks/train_pipeline.py measures what reading costs a training step).
+        """
+        if i in self._cache:
+            return self._cache[i]
         img, msk = self.samples[i].load()
         img = normalise(img, self.normalisation)
+        size = img.nbytes + msk.nbytes
+        if self._cached_bytes + size <= CACHE_BYTES:
+            self._cache[i] = (img, msk)
+            self._cached_bytes += size
+        return img, msk
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        img, msk = self._slice(i)
         img, msk = _crop_or_pad(img, msk, self.patch_size, rng)
-        ti = torch.from_numpy(np.ascontiguousarray(img))[None]
-        tm = torch.from_numpy(np.ascontiguousarray(msk)).float()[None]
+        ti = torch.from_numpy(img.copy())[None]  # a copy: the cached slice must stay intact
+        tm = torch.from_numpy(msk.copy()).float()[None]
         if self.augment:
             ti, tm = _augment(ti, tm, rng)
         return ti, tm
