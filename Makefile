@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # e.g. `make test TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu"`.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: venv install install-dev system-deps demo test lint screenshots
+.PHONY: venv install install-dev system-deps demo test lint screenshots bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,3 +37,14 @@ test: system-deps install-dev lint
 
 screenshots: install-dev
 	env -u QT_QPA_PLATFORM xvfb-run -a -s "-screen 0 1400x1000x24" $(BIN)/python scripts/screenshots.py
+
+# The benchmark suite (about 10 minutes on 2 cores); each script prints a Markdown table.
+bench: install-dev
+	$(BIN)/python benchmarks/peak.py
+	$(BIN)/python benchmarks/segment.py
+	$(BIN)/python benchmarks/batch_folder.py
+	$(BIN)/python benchmarks/train_pipeline.py
+	env -u QT_QPA_PLATFORM xvfb-run -a $(BIN)/python benchmarks/train_worker.py
+	$(BIN)/python benchmarks/skullstrip.py
+	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python benchmarks/memory.py

@@ -65,8 +65,8 @@ class SegmentOptions:
         Average the probabilities of the 4 flips (about 4x slower).
     tile : int or None
         Sliding-window size for images with a larger side; None always runs whole images.
-        (Whole images are fastest: an 800 x 512 slice in one pass costs 1.6x less than two
-        overlapping 512 windows; 1024 keeps peak memory near 0.5 GB per slice.)
+        Whole images are fastest (an 800 x 512 slice in one pass instead of two overlapping
+        512 windows), so only images with a side over 1024 are tiled.
     overlap : float
         Window overlap fraction (0-0.9).
     min_area_mm2 : float
