@@ -145,7 +145,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .data import samples_from_folder, split_samples
     from .losses import LossConfig
     from .model import CheckpointError, UNetConfig
-    from .train import BatchProgress, EpochReport, TrainConfig, iter_training
+    from .train import (
+        BatchProgress,
+        EpochReport,
+        TrainConfig,
+        distributed_from_env,
+        iter_training,
+    )
 
     try:
         loss = LossConfig(args.loss, alpha=args.alpha, gamma=args.gamma, beta=args.beta,
@@ -159,8 +165,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         _err(str(exc))
         return 2
-    print(f"training on {len(train_s)} slices, validating on {len(val_s)} "
-          f"({len({s.group for s in samples})} patients/volumes); loss {loss.name}")
+    ddp = distributed_from_env()  # under torchrun: rank 0 prints, every rank trains
+    say = print if ddp is None or ddp.is_main else (lambda *a, **k: None)
+    where = "" if ddp is None else f" across {ddp.world} processes (DistributedDataParallel)"
+    say(f"training on {len(train_s)} slices, validating on {len(val_s)} "
+        f"({len({s.group for s in samples})} patients/volumes); loss {loss.name}{where}")
     model_cfg = UNetConfig(base_filters=args.base_filters)
     bar = None
     try:
@@ -175,14 +184,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
             if isinstance(item, BatchProgress):
                 if bar is None:
                     bar = tqdm(total=item.steps, desc=f"epoch {item.epoch}", leave=False,
-                               disable=args.quiet)
+                               disable=args.quiet or say is not print)
                 bar.update(1)
             elif isinstance(item, EpochReport):
                 if bar is not None:
                     bar.close()
                     bar = None
                 star = " *" if item.is_best else ""
-                print(f"epoch {item.epoch:3d}/{item.epochs}  loss {item.train_loss:.4f}  "
+                say(f"epoch {item.epoch:3d}/{item.epochs}  loss {item.train_loss:.4f}  "
                       f"val loss {item.val_loss:.4f}  val Dice {item.val_dice:.4f}  "
                       f"P {item.val_precision:.3f} R {item.val_recall:.3f}  lr {item.lr:.2g}  "
                       f"{item.seconds:.1f}s{star}", flush=True)
@@ -197,9 +206,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         _err(f"interrupted; resume with --resume {last_path_for(Path(args.out))}")
         return 130
+    finally:
+        if ddp is not None:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
     how = " (stopped early)" if result.stopped_early else ""
-    print(f"best epoch {result.best_epoch} (validation Dice {result.best_score:.4f}){how}: "
-          f"{result.best_path}; last epoch with optimizer state: {result.last_path}")
+    say(f"best epoch {result.best_epoch} (validation Dice {result.best_score:.4f}){how}: "
+        f"{result.best_path}; last epoch with optimizer state: {result.last_path}")
+    if ddp is not None:
+        print(f"rank {ddp.rank}/{ddp.world}: final weights sha256 {result.weights_sha256}",
+              flush=True)
     return 0
 
 

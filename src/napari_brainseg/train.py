@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Generator, Sequence
@@ -157,6 +158,18 @@ class TrainResult:
     cancelled: bool
     stopped_early: bool
     history: list[EpochReport]
+    weights_sha256: str = ""  # of the final weights (equal on every rank of a DDP run)
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's parameters and buffers (a fingerprint to compare runs or ranks)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def last_path_for(out: Path) -> Path:
@@ -198,6 +211,42 @@ def _evaluate(model: UNet, loader: DataLoader, loss_fn: Any, device: torch.devic
     return total_loss / max(n, 1), scores(counts)
 
 
+@dataclass(frozen=True)
+class Distributed:
+    """A process's place in a ``torchrun`` launch (DistributedDataParallel)."""
+
+    rank: int
+    world: int
+    local_rank: int
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 writes checkpoints and prints."""
+        return self.rank == 0
+
+
+def distributed_from_env() -> Distributed | None:
+    """Join the process group torchrun describes (``WORLD_SIZE`` > 1), else None.
+
+    ``nccl`` on GPUs, ``gloo`` on CPUs; the rendezvous comes from torchrun's environment
+    (``MASTER_ADDR``/``MASTER_PORT`` or ``--rdzv-endpoint``), so multi-node works unchanged.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(),
+                       int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _rank_share(idx: list[int], order: list[int], ddp: Distributed) -> list[int]:
+    """Return one rank's part of a global batch, padded from the epoch's order to split evenly."""
+    short = -len(idx) % ddp.world
+    return (idx + order[:short])[ddp.rank::ddp.world]
+
+
 def iter_training(
     train_samples: Sequence[Sample],
     val_samples: Sequence[Sample],
@@ -226,11 +275,23 @@ def iter_training(
         Continue an interrupted run from its ``.last.pt`` checkpoint (same data and config).
     stop : threading.Event, optional
         Set it to stop after the current batch (a widget's Cancel).
+
+    Launched by ``torchrun`` with more than one process, training is data-parallel
+    (DistributedDataParallel): every step's global batch of ``batch_size`` slices is split across
+    the ranks and their gradients are averaged, so the run follows the single-process one; only
+    rank 0 writes checkpoints. Without torchrun nothing changes.
     """
     cfg = config or TrainConfig()
     out = Path(out)
     last = last_path_for(out)
+    ddp = distributed_from_env()
+    if ddp is not None and cfg.batch_size % ddp.world:
+        raise ValueError(f"batch size {cfg.batch_size} must be a multiple of the {ddp.world} "
+                         "processes (each takes an equal share of every batch)")
     device = pick_device(cfg.device)
+    if ddp is not None and device.type == "cuda":
+        device = torch.device("cuda", ddp.local_rank)
+        torch.cuda.set_device(device)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     start_epoch = 1
@@ -259,6 +320,12 @@ def iter_training(
         torch.manual_seed(cfg.seed)
         model = UNet(model_config or UNetConfig())
     model.to(device)
+    net: torch.nn.Module = model
+    if ddp is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                      else None)
     loss_fn = make_loss(cfg.loss)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     if optimizer_state:
@@ -289,18 +356,21 @@ def iter_training(
         train_set.set_epoch(epoch)
         order = torch.randperm(len(train_set),
                                generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
-        torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout: reproducible per epoch
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch  # dropout: reproducible per epoch
+                          + (ddp.rank * 7919 if ddp is not None else 0))
         model.train()
         running, seen = 0.0, 0
         for step in range(steps):
             if stop is not None and stop.is_set():
                 return _result(out, last, best_epoch, best_score, epoch - 1, True, False, history)
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size].tolist()
+            if ddp is not None:
+                idx = _rank_share(idx, order.tolist(), ddp)
             batch = [train_set[i] for i in idx]
             img = torch.stack([b[0] for b in batch]).to(device)
             msk = torch.stack([b[1] for b in batch]).to(device)
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(img), msk)
+            loss = loss_fn(net(img), msk)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"training loss became {float(loss)} at epoch {epoch}; lower the learning "
@@ -311,6 +381,12 @@ def iter_training(
             running += float(loss.detach()) * len(idx)
             seen += len(idx)
             yield BatchProgress(epoch, step + 1, steps, float(loss.detach()))
+        if ddp is not None:  # the epoch's loss over all ranks
+            import torch.distributed as dist
+
+            tot = torch.tensor([running, float(seen)], dtype=torch.float64, device=device)
+            dist.all_reduce(tot)
+            running, seen = float(tot[0]), int(tot[1])
         train_loss = running / max(seen, 1)
         if val_loader is not None:
             val_loss, val = _evaluate(model, val_loader, loss_fn, device, cfg.threshold)
@@ -341,23 +417,23 @@ def iter_training(
         metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                    "val_dice": val["f1"], "val_precision": val["precision"],
                    "val_recall": val["recall"]}
-        model.cpu()
-        if is_best:
-            save_checkpoint(out, model, cfg.normalisation, training_meta, metrics)
-        save_checkpoint(
-            last, model, cfg.normalisation, training_meta, metrics,
-            optimizer=optimizer.state_dict(),
-            resume={"epoch": epoch, "best_score": best_score, "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs, "best_loss": best_loss,
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "history": [asdict(h) for h in history]},
-        )
-        model.to(device)
+        if ddp is None or ddp.is_main:  # checkpoints copy the weights to the CPU themselves
+            if is_best:
+                save_checkpoint(out, model, cfg.normalisation, training_meta, metrics)
+            save_checkpoint(
+                last, model, cfg.normalisation, training_meta, metrics,
+                optimizer=optimizer.state_dict(),
+                resume={"epoch": epoch, "best_score": best_score, "best_epoch": best_epoch,
+                        "bad_epochs": bad_epochs, "best_loss": best_loss,
+                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                        "history": [asdict(h) for h in history]},
+            )
         yield report
         if cfg.patience is not None and bad_epochs >= cfg.patience:
             stopped_early = True
             break
-    return _result(out, last, best_epoch, best_score, epoch, False, stopped_early, history)
+    return replace(_result(out, last, best_epoch, best_score, epoch, False, stopped_early,
+                           history), weights_sha256=weights_digest(model))
 
 
 def _result(out: Path, last: Path, best_epoch: int, best_score: float, epochs_run: int,
