@@ -30,7 +30,8 @@ def patients(n_patients=9, per=2, size=48):
 
 
 TINY = dict(losses=["bce", "focal"], folds=3, max_epochs=2, batch_size=4, lr=3e-3,
-            patch_size=48, base_filters=4, alphas={"bce": [None], "focal": [None, 0.75]})
+            patch_size=48, base_filters=4, alphas={"bce": [None], "focal": [None, 0.75]},
+            trials=1)
 
 
 def test_folds_never_split_a_patient_and_balance_types():
@@ -62,9 +63,9 @@ def test_study_runs_resumes_and_never_tunes_on_test(tmp_path, monkeypatch):
     seen = []
     real = study_mod._run_training
 
-    def spy(train_s, val_s, path, cfg, model_cfg):
+    def spy(train_s, val_s, path, cfg, model_cfg, **kw):
         seen.append(({id(s) for s in train_s} | {id(s) for s in val_s}, bool(val_s)))
-        return real(train_s, val_s, path, cfg, model_cfg)
+        return real(train_s, val_s, path, cfg, model_cfg, **kw)
 
     monkeypatch.setattr(study_mod, "_run_training", spy)
     cfg = StudyConfig(**TINY)

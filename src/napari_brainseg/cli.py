@@ -293,7 +293,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
         for key, value in (("losses", args.losses), ("folds", args.folds),
                            ("max_epochs", args.epochs), ("batch_size", args.batch_size),
                            ("lr", args.lr), ("patch_size", args.patch_size),
-                           ("base_filters", args.base_filters)):
+                           ("base_filters", args.base_filters), ("trials", args.trials)):
             if value is not None:
                 overrides[key] = value
         alphas = _parse_alphas(args.alpha)
@@ -312,7 +312,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     print(f"{len(samples)} slices of {len({s.group for s in samples})} patients/volumes; "
           f"{cfg.folds} folds x losses {', '.join(cfg.losses)}; results in {args.out}")
     try:
-        gen = iter_study(samples, args.out, cfg)
+        gen = iter_study(samples, args.out, cfg, storage=args.storage, worker=args.worker)
         with tqdm(total=cfg.folds * len(cfg.losses), desc="study", unit="cell",
                   disable=args.quiet) as bar:
             while True:
@@ -324,10 +324,17 @@ def _cmd_study(args: argparse.Namespace) -> int:
                 bar.set_postfix_str(f"fold {p.fold + 1} {p.loss}: {p.stage} {p.detail}")
                 bar.n = p.cells_done
                 bar.refresh()
-    except ValueError as exc:
+    except (ValueError, RuntimeError) as exc:
         _err(str(exc))
         return 1
+    except ImportError as exc:  # e.g. a postgresql:// storage without its driver
+        _err(f"{exc}; install the database driver (e.g. pip install psycopg2-binary)")
+        return 2
     print(result.summary.read_text())
+    if len(result.rows) < cfg.folds * len(cfg.losses):
+        print(f"{len(result.rows)} of {cfg.folds * len(cfg.losses)} cells are finished; the "
+              "others are still running elsewhere: run the same command again to update the "
+              "report.")
     print(f"report: {result.summary}, {result.comparison}, {result.out_dir / 'per_fold.csv'}")
     return 0
 
@@ -438,7 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None,
                    help="maximum epochs per tuning run (default 30; tuned per fold)")
     p.add_argument("--alpha", action="append", metavar="LOSS=A,B",
-                   help="candidate alphas of a loss, e.g. focal=none,0.25,0.75 (repeatable)")
+                   help="alphas of a loss tried first, e.g. focal=none,0.25,0.75 (repeatable)")
+    p.add_argument("--trials", type=int, default=None,
+                   help="Optuna trials per fold and loss (default 6; quick preset 2)")
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="Optuna storage shared by workers, e.g. postgresql://user@host/db "
+                   "(default: sqlite in the study folder)")
+    p.add_argument("--worker", action="store_true",
+                   help="join a study other processes or machines run on the same --storage")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--patch-size", type=int, default=None)

@@ -6,11 +6,13 @@ Protocol (what the published study did, minus its known defects, see ``shared/ST
    so no patient is in two folds; groups are spread so that tumour types are balanced across
    folds when known.
 2. **Tuning on the training folds only.** For each fold and loss, the training part is split again
-   by group into inner-train and inner-validation. One model per candidate alpha (the loss's
-   parameter) is trained for ``max_epochs`` on inner-train; the (alpha, epoch) with the best
-   inner-validation Dice is chosen. The test fold is never seen while tuning.
+   by group into inner-train and inner-validation. Optuna trials (see :mod:`.tuning`: the
+   candidate alphas first, then TPE over learning rate, alpha, gamma/beta, median pruning) train
+   for up to ``max_epochs`` on inner-train; the trial and epoch with the best inner-validation
+   Dice are chosen. The test fold is never seen while tuning. Trials live in an Optuna storage
+   (SQLite in the study folder, or PostgreSQL shared by several ``--worker`` machines).
 3. **Refit and test.** A fresh model (same seed) is trained on the whole training part with the
-   chosen alpha for the chosen number of epochs and evaluated once on the test fold: pooled
+   chosen settings for the chosen number of epochs and evaluated once on the test fold: pooled
    precision / recall / F1 (Dice) / accuracy / IoU as the study reported, per-image values and
    HD95.
 4. **Report.** ``summary.md`` (mean ± sd over folds per loss, published numbers beside them),
@@ -27,8 +29,10 @@ import io as _io
 import json
 import logging
 import math
+import os
+import threading
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +45,7 @@ from .losses import LossConfig
 from .metrics import SCORES, evaluate
 from .model import UNetConfig
 from .progress import drain
-from .train import TrainConfig, iter_training
+from .train import EpochReport, TrainConfig, iter_training
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +79,9 @@ class StudyConfig:
     max_epochs : int
         Epochs of each tuning run; the tuned epoch count is at most this.
     alphas : dict
-        Candidate alphas per loss (see :data:`DEFAULT_ALPHAS`).
+        Candidate alphas per loss, tried first (see :data:`DEFAULT_ALPHAS`).
+    trials : int
+        Optuna trials per (fold, loss) cell (at least one per candidate alpha).
     gamma : float
         Focal gamma (the study: 2).
     inner_val_fraction : float
@@ -92,6 +98,7 @@ class StudyConfig:
     folds: int = 5
     max_epochs: int = 30
     alphas: dict[str, list[float | None]] = field(default_factory=lambda: dict(DEFAULT_ALPHAS))
+    trials: int = 6
     gamma: float = 2.0
     inner_val_fraction: float = 0.2
     seed: int = 0
@@ -109,19 +116,25 @@ class StudyConfig:
             LossConfig(name)  # raises on unknown names
         if not self.losses:
             raise ValueError("give at least one loss to evaluate")
+        if self.trials < 1:
+            raise ValueError(f"trials must be at least 1, got {self.trials}")
 
     def candidates(self, loss: str) -> list[float | None]:
         """Alphas tried for ``loss``."""
         return list(self.alphas.get(loss, DEFAULT_ALPHAS.get(loss, [None])))
 
-    def loss_config(self, loss: str, alpha: float | None) -> LossConfig:
-        """The LossConfig of one candidate."""
-        return LossConfig(loss, alpha=alpha, gamma=self.gamma)
+    def loss_config(self, loss: str, alpha: float | None, gamma: float | None = None,
+                    beta: float | None = None) -> LossConfig:
+        """The LossConfig of one trial (gamma defaults to the config's)."""
+        kw = {} if beta is None else {"beta": beta}
+        return LossConfig(loss, alpha=alpha, gamma=self.gamma if gamma is None else gamma, **kw)
 
-    def train_config(self, loss: str, alpha: float | None, epochs: int) -> TrainConfig:
+    def train_config(self, loss: str, params: dict[str, Any], epochs: int) -> TrainConfig:
         """Training settings of one run (no early stopping: epochs are tuned explicitly)."""
-        return TrainConfig(loss=self.loss_config(loss, alpha), epochs=epochs,
-                           batch_size=self.batch_size, lr=self.lr, patch_size=self.patch_size,
+        return TrainConfig(loss=self.loss_config(loss, params.get("alpha"), params.get("gamma"),
+                                                 params.get("beta")),
+                           epochs=epochs, batch_size=self.batch_size,
+                           lr=float(params.get("lr") or self.lr), patch_size=self.patch_size,
                            augment=self.augment, schedule="none", patience=None, seed=self.seed,
                            threshold=self.threshold, device="auto")
 
@@ -129,6 +142,7 @@ class StudyConfig:
     def quick(cls, **overrides: Any) -> StudyConfig:
         """A preset that runs on a CPU in minutes (tiny U-Net, few epochs, small patches)."""
         base = {"losses": ["bce", "focal"], "folds": 5, "max_epochs": 30, "batch_size": 4,
+                "trials": 2,
                 "lr": 3e-3, "patch_size": 128, "base_filters": 8,
                 "alphas": {"bce": [None], "focal": [None, 0.75], "dice": [None],
                            "tversky": [0.3, 0.7], "dice+bce": [None], "dice+focal": [None]}}
@@ -240,84 +254,141 @@ def _predict_masks(model_path: Path, samples: Sequence[Sample],
 
 
 def _run_training(train_s: Sequence[Sample], val_s: Sequence[Sample], path: Path,
-                  cfg: TrainConfig, model_cfg: UNetConfig) -> list[tuple[float, float]]:
-    """Train; return ``(validation Dice, validation loss)`` of every epoch."""
-    curve = []
-    for item in iter_training(train_s, val_s, path, cfg, model_cfg):
-        if hasattr(item, "val_dice"):
-            curve.append((float(item.val_dice), float(item.val_loss)))  # type: ignore[union-attr]
+                  cfg: TrainConfig, model_cfg: UNetConfig,
+                  stop_after: Callable[[float, int], bool] | None = None,
+                  ) -> list[tuple[float, float]]:
+    """Train; return ``(validation Dice, validation loss)`` of every epoch run.
+
+    ``stop_after(dice, epoch)`` returning True ends training after that epoch (pruning).
+    """
+    curve: list[tuple[float, float]] = []
+    stop = threading.Event()
+    for item in iter_training(train_s, val_s, path, cfg, model_cfg, stop=stop):
+        if isinstance(item, EpochReport):
+            curve.append((float(item.val_dice), float(item.val_loss)))
+            if stop_after is not None and stop_after(float(item.val_dice), item.epoch):
+                stop.set()
     return curve
 
 
 def iter_study(samples: Sequence[Sample], out_dir: str | Path,
-               config: StudyConfig | None = None) -> Generator[StudyProgress, None, StudyResult]:
-    """Run (or resume) the study; see the module docstring."""
+               config: StudyConfig | None = None, storage: str | None = None,
+               worker: bool = False) -> Generator[StudyProgress, None, StudyResult]:
+    """Run (or resume, or join) the study; see the module docstring.
+
+    ``storage`` is an Optuna RDB URL (default: ``sqlite:///<out_dir>/optuna.db``); processes
+    given the same storage share the work (``worker`` marks such a process: its sampler seed is
+    made distinct). The report covers the cells finished so far, wherever they ran.
+    """
+    from . import tuning
+
     cfg = config or StudyConfig()
     out = Path(out_dir)
     (out / "cells").mkdir(parents=True, exist_ok=True)
     (out / "work").mkdir(parents=True, exist_ok=True)
-    cfg_json = json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
+    cfg_dict = json.loads(json.dumps(cfg.to_dict()))
+    cfg_json = json.dumps(cfg_dict, indent=2, sort_keys=True)
     old = out / "config.json"
-    if old.exists() and json.loads(old.read_text()) != json.loads(cfg_json):
+    if old.exists() and json.loads(old.read_text()) != cfg_dict:
         raise ValueError(f"{out} holds a study with another configuration; use a new folder")
+    store = tuning.storage_for(storage, out)
+    if tuning.claim(store, "config"):
+        tuning.mark_done(store, "config", cfg_dict)
+    elif tuning.wait_for(lambda: tuning.done_payload(store, "config")) != cfg_dict:
+        raise ValueError("the Optuna storage holds a study with another configuration; use "
+                         "another storage (or database)")
     atomic_write(old, lambda t: Path(t).write_text(cfg_json))
     plans = plan(samples, cfg)
     model_cfg = UNetConfig(base_filters=cfg.base_filters)
     cells = len(plans) * len(cfg.losses)
     done = 0
+    tag = f"{os.getpid()}"
     for p in plans:
-        for loss in cfg.losses:
+        for li, loss in enumerate(cfg.losses):
+            name = f"fold{p.fold}-{_slug(loss)}"
             cell_file = out / "cells" / f"fold{p.fold}_{_slug(loss)}.json"
-            if cell_file.exists():
+            if _fetch_cell(store, name, cell_file):
                 done += 1
                 yield StudyProgress(p.fold, cfg.folds, loss, "skip", "done earlier", done, cells)
                 continue
             t0 = time.perf_counter()
             inner_t = [samples[i] for i in p.inner_train]
             inner_v = [samples[i] for i in p.inner_val]
-            best = (-math.inf, None, cfg.max_epochs)
-            tuning = []
-            for alpha in cfg.candidates(loss):
-                yield StudyProgress(p.fold, cfg.folds, loss, "tune", f"alpha={alpha}", done,
-                                    cells)
-                curve = _run_training(inner_t, inner_v, out / "work" / "tune.pt",
-                                      cfg.train_config(loss, alpha, cfg.max_epochs), model_cfg)
-                # Best epoch: highest inner-validation Dice, ties (e.g. all 0 early on) broken by
-                # the lower validation loss. Losses differ in scale, so alphas compare on Dice.
-                k = max(range(len(curve)), key=lambda e: (curve[e][0], -curve[e][1]))
-                ep, score = k + 1, curve[k][0]
-                tuning.append({"alpha": alpha, "best_epoch": ep, "inner_val_dice": score,
-                               "curve": [c[0] for c in curve]})
-                if score > best[0]:
-                    best = (score, alpha, ep)
-            _, alpha, epochs = best
+
+            def run_trial(params: dict[str, Any], report: Callable[[float, int], bool],
+                          loss: str = loss, inner_t: list = inner_t,
+                          inner_v: list = inner_v) -> Generator[Any, None, Any]:
+                curve = _run_training(inner_t, inner_v, out / "work" / f"tune-{tag}.pt",
+                                      cfg.train_config(loss, params, cfg.max_epochs), model_cfg,
+                                      stop_after=report)
+                yield from ()
+                return curve
+
+            fixed = tuning.fixed_params(loss, cfg.candidates(loss), cfg.gamma, cfg.lr)
+            n_trials = max(cfg.trials, len(fixed))
+            for item in tuning.tune_cell(store, name, n_trials, fixed, loss, cfg.lr,
+                                         cfg.max_epochs, cfg.seed * 1000 + 10 * p.fold + li,
+                                         worker, run_trial):
+                if item[0] == "trial":
+                    yield StudyProgress(p.fold, cfg.folds, loss, "tune",
+                                        f"trial {item[1] + 1}/{n_trials}", done, cells)
+            if not tuning.claim(store, f"{name}:refit"):
+                continue  # another process refits this cell; its result is collected below
+            best = tuning.best_of(store, name, n_trials)
+            params, epochs = best["params"], best["epochs"]
             yield StudyProgress(p.fold, cfg.folds, loss, "refit",
-                                f"alpha={alpha}, {epochs} epochs", done, cells)
+                                f"{_describe(params)}, {epochs} epochs", done, cells)
             model_path = out / "work" / f"fold{p.fold}_{_slug(loss)}.pt"
             _run_training([samples[i] for i in p.train], [], model_path,
-                          cfg.train_config(loss, alpha, epochs), model_cfg)
+                          cfg.train_config(loss, params, epochs), model_cfg)
             yield StudyProgress(p.fold, cfg.folds, loss, "test", "", done, cells)
             preds = _predict_masks(model_path, [samples[i] for i in p.test], cfg.threshold)
             ev = evaluate([(m, t) for _, m, t in preds])
             cell = {
-                "fold": p.fold, "loss": loss, "alpha": alpha, "epochs": epochs,
-                "tuning": tuning, "n_test": len(p.test),
-                "test_groups": sorted({samples[i].group for i in p.test}),
+                "fold": p.fold, "loss": loss, "alpha": params.get("alpha"),
+                "gamma": params.get("gamma"), "beta": params.get("beta"),
+                "lr": params.get("lr"), "epochs": epochs, "tuning": best["trials"],
+                "n_test": len(p.test), "test_groups": sorted({samples[i].group for i in p.test}),
                 "pooled": ev.pooled, "per_image": ev.per_image,
                 "test_indices": p.test, "seconds": time.perf_counter() - t0,
             }
             _overlay_examples(out / "overlays", p.fold, loss, preds[:2])
-            atomic_write(cell_file, lambda t, c=cell: Path(t).write_text(json.dumps(c, indent=1)))
+            text = json.dumps(cell, indent=1)
+            atomic_write(cell_file, lambda t, x=text: Path(t).write_text(x))
+            tuning.mark_done(store, f"{name}:refit", json.loads(text))
             done += 1
             yield StudyProgress(p.fold, cfg.folds, loss, "done",
                                 f"test Dice {ev.pooled['f1']:.3f}", done, cells)
+    for p in plans:  # cells other processes finished while this one worked
+        for loss in cfg.losses:
+            _fetch_cell(store, f"fold{p.fold}-{_slug(loss)}",
+                        out / "cells" / f"fold{p.fold}_{_slug(loss)}.json")
     return write_report(out, cfg)
 
 
+def _fetch_cell(store: Any, name: str, cell_file: Path) -> bool:
+    """Whether the cell is finished; copies a result finished elsewhere into ``cell_file``."""
+    from . import tuning
+
+    if cell_file.exists():
+        return True
+    payload = tuning.done_payload(store, f"{name}:refit")
+    if payload is None:
+        return False
+    text = json.dumps(payload, indent=1)
+    atomic_write(cell_file, lambda t: Path(t).write_text(text))
+    return True
+
+
+def _describe(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in params.items() if v is not None)
+
+
 def run_study(samples: Sequence[Sample], out_dir: str | Path,
-              config: StudyConfig | None = None) -> StudyResult:
+              config: StudyConfig | None = None, **kwargs: Any) -> StudyResult:
     """Run :func:`iter_study` to the end."""
-    return drain(iter_study(samples, out_dir, config))
+    return drain(iter_study(samples, out_dir, config, **kwargs))
 
 
 def _slug(loss: str) -> str:
@@ -348,7 +419,8 @@ def per_fold_rows(cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (fold, loss): pooled scores of its test fold plus per-image means."""
     rows = []
     for c in sorted(cells, key=lambda c: (c["loss"], c["fold"])):
-        row = {"loss": c["loss"], "fold": c["fold"], "alpha": c["alpha"], "epochs": c["epochs"],
+        row = {"loss": c["loss"], "fold": c["fold"], "alpha": c["alpha"],
+               "gamma": c.get("gamma"), "lr": c.get("lr"), "epochs": c["epochs"],
                "n_test": c["n_test"]}
         for k in REPORT_SCORES:
             row[k] = c["pooled"][k]
@@ -436,6 +508,10 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     atomic_write(path, lambda t: Path(t).write_text(text))
 
 
+def _g(x: Any) -> str:
+    return "-" if x is None else f"{x:.3g}" if isinstance(x, float) else str(x)
+
+
 def _pct(m: float, s: float) -> str:
     return "n/a" if math.isnan(m) else f"{100 * m:.2f} ± {100 * s:.2f}"
 
@@ -448,8 +524,9 @@ def _summary_md(table: dict[str, dict[str, tuple[float, float]]],
         "",
         f"{n_folds} of {cfg.folds} folds done; metrics pooled over all pixels of each test fold "
         "(as the study reported), then mean ± sd over folds, in %. Threshold "
-        f"{cfg.threshold}. Alpha and epochs tuned on an inner validation split of the training "
-        "folds only.",
+        f"{cfg.threshold}. Learning rate, alpha, gamma/beta and epochs tuned with Optuna "
+        f"({cfg.trials} trials per cell) on an inner validation split of the training folds "
+        "only.",
         "",
         "| loss | precision | recall | F1 (Dice) | pixel accuracy | all-background accuracy "
         "| IoU | per-image Dice | HD95 (px/mm) |",
@@ -463,8 +540,9 @@ def _summary_md(table: dict[str, dict[str, tuple[float, float]]],
             f"{_pct(*t['per_image_f1'])} | "
             f"{'n/a' if math.isnan(hd[0]) else f'{hd[0]:.2f} ± {hd[1]:.2f}'} |")
     lines += ["", "Tuned per fold:", "",
-              "| loss | fold | alpha | epochs |", "|---|---|---|---|"]
-    lines += [f"| {r['loss']} | {r['fold']} | {r['alpha']} | {r['epochs']} |" for r in rows]
+              "| loss | fold | alpha | gamma | lr | epochs |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['loss']} | {r['fold']} | {_g(r['alpha'])} | {_g(r.get('gamma'))} | "
+              f"{_g(r.get('lr'))} | {r['epochs']} |" for r in rows]
     lines += ["", "## Published (314 real slices, for reference only)", "",
               "| loss | precision | recall | F1 | pixel accuracy |", "|---|---|---|---|---|"]
     for loss, p in PUBLISHED.items():
