@@ -91,3 +91,19 @@ def test_a_different_config_on_the_same_storage_is_refused(data, tmp_path):
     r = subprocess.run(_cmd(data, tmp_path / "other", "--trials", "1", "--seed", "4",
                             "--storage", storage), capture_output=True, text=True, env=_env())
     assert r.returncode == 1 and "another configuration" in r.stderr
+
+
+def test_two_workers_through_postgresql(data, tmp_path):
+    url = os.environ.get("BRAINSEG_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("BRAINSEG_TEST_POSTGRES_URL not set: .ci/run starts a local PostgreSQL "
+                    "(scripts/ci-postgres.sh); elsewhere run it yourself to include this test")
+    for s in optuna.get_all_study_summaries(url):  # a clean database
+        optuna.delete_study(study_name=s.study_name, storage=url)
+    _run(_cmd(data, tmp_path / "one", "--trials", "1"))
+    _two_workers(data, tmp_path / "two", "--trials", "1", "--storage", url)
+    assert not (tmp_path / "two" / "optuna.db").exists()  # the trials went to PostgreSQL
+    names = {s.study_name for s in optuna.get_all_study_summaries(url)}
+    assert {"config", "fold0-bce", "fold2-focal:refit"} <= names
+    for name in ("summary.md", "per_fold.csv"):
+        assert (tmp_path / "two" / name).read_text() == (tmp_path / "one" / name).read_text()
