@@ -45,6 +45,7 @@ def storage_for(url: str | None, out_dir: Path) -> Any:
     """An Optuna RDB storage: ``url`` or ``sqlite:///<out_dir>/optuna.db``."""
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study created
     url = url or f"sqlite:///{(Path(out_dir) / 'optuna.db').resolve()}"
     # SQLite: writers wait for each other's lock instead of failing ("database is locked").
     kwargs = {"connect_args": {"timeout": 300}} if url.startswith("sqlite") else \
@@ -163,7 +164,6 @@ def tune_cell(storage: Any, name: str, n_trials: int, fixed: list[dict[str, Any]
     """
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if claim(storage, f"{name}:setup"):
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
                                     load_if_exists=True)

@@ -70,3 +70,22 @@ def test_sample_data_loads(make_napari_viewer_proxy):
     viewer.open_sample("napari-brainseg", "glioma")
     assert [type(layer).__name__ for layer in viewer.layers] == ["Image", "Labels"]
     assert viewer.layers[1].data.max() == 1
+
+
+def test_opening_a_file_again_never_touches_edited_labels(make_napari_viewer_proxy, tmp_path):
+    import imageio.v3 as iio
+
+    iio.imwrite(tmp_path / "scan.png", np.random.default_rng(0).integers(0, 255, (32, 32),
+                                                                         np.uint8))
+    mask = np.zeros((32, 32), np.uint8)
+    mask[5:9, 5:9] = 1
+    iio.imwrite(tmp_path / "scan_mask.png", mask)
+    on_disk = (tmp_path / "scan_mask.png").read_bytes()
+    viewer = make_napari_viewer_proxy()
+    _, labels = viewer.open(str(tmp_path / "scan.png"), plugin="napari-brainseg")
+    labels.paint((20, 20), 1)  # the user's correction
+    edited = labels.data.copy()
+    viewer.open(str(tmp_path / "scan.png"), plugin="napari-brainseg")  # opened again
+    assert len(viewer.layers) == 4
+    np.testing.assert_array_equal(labels.data, edited)
+    assert (tmp_path / "scan_mask.png").read_bytes() == on_disk  # reading never writes
