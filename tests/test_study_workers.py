@@ -107,3 +107,11 @@ def test_two_workers_through_postgresql(data, tmp_path):
     assert {"config", "fold0-bce", "fold2-focal:refit"} <= names
     for name in ("summary.md", "per_fold.csv"):
         assert (tmp_path / "two" / name).read_text() == (tmp_path / "one" / name).read_text()
+
+
+def test_unreachable_storage_is_one_clear_line(data, tmp_path):
+    r = subprocess.run(_cmd(data, tmp_path / "s", "--storage",
+                            "sqlite:////nonexistent-dir/x/optuna.db"),
+                       capture_output=True, text=True, env=_env(), timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("brainseg: error: cannot open the Optuna")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import time
 import warnings
@@ -50,7 +51,19 @@ def storage_for(url: str | None, out_dir: Path) -> Any:
     # SQLite: writers wait for each other's lock instead of failing ("database is locked").
     kwargs = {"connect_args": {"timeout": 300}} if url.startswith("sqlite") else \
         {"pool_pre_ping": True}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    # Workers starting together on a new database race to create its schema; the losers fail
+    # with an integrity error and simply retry once the schema exists.
+    for attempt in range(6):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except ImportError:
+            raise
+        except Exception as exc:  # sqlalchemy's IntegrityError / OperationalError
+            if attempt == 5:
+                raise RuntimeError(f"cannot open the Optuna storage {url}: "
+                                   f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+            time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
+    raise AssertionError("unreachable")
 
 
 def _owner() -> dict[str, Any]:
