@@ -165,3 +165,16 @@ def test_demo_model_ships_and_segments_held_out_phantoms():
         pairs.append((pred.segment_slice(ph.image).mask, ph.tumour))
     total = sum((confusion(p, t) for p, t in pairs), confusion(pairs[0][0] * 0, pairs[0][1] * 0))
     assert scores(total)["f1"] > 0.8
+
+
+def test_batch_notes_a_ground_truth_of_another_size(tmp_path, tiny_model):
+    from napari_brainseg.predict import Predictor, iter_segment_folder
+    from napari_brainseg.progress import drain
+
+    (tmp_path / "in").mkdir()
+    iio.imwrite(tmp_path / "in" / "a.png", np.random.default_rng(0).integers(0, 255, (64, 64),
+                                                                             np.uint8))
+    iio.imwrite(tmp_path / "in" / "a_mask.png", np.zeros((32, 32), np.uint8))
+    (res,) = drain(iter_segment_folder(tmp_path / "in", tmp_path / "out",
+                                       Predictor.from_checkpoint(tiny_model)))
+    assert res.status == "ok" and res.dice is None and "does not match" in res.error

@@ -139,8 +139,8 @@ def find_pairs(folder: Path, recursive: bool = True) -> list[Pair]:
     return pairs
 
 
-def _read_with_mask(path: Path) -> list[Volume]:
-    """Read one image file (and its paired mask, if any)."""
+def _read_with_mask(path: Path, with_mask: bool = True) -> list[Volume]:
+    """Read one image file (and its paired mask, if any and ``with_mask``)."""
     suffix = suffix_of(path)
     if suffix in MAT_SUFFIXES:
         return read_mat(path)
@@ -151,7 +151,7 @@ def _read_with_mask(path: Path) -> list[Volume]:
     reader = read_nifti if suffix in NIFTI_SUFFIXES else read_raster
     image = reader(path, kind=kind)
     out = [image]
-    if kind == "image":
+    if kind == "image" and with_mask:
         mask_path = mask_for(path)
         if mask_path is not None:
             mreader = read_nifti if suffix_of(mask_path) in NIFTI_SUFFIXES else read_raster
@@ -222,7 +222,7 @@ def can_read(path: Path) -> bool:
     return is_supported_file(path) or (path.is_file() and _looks_like_dicom(path))
 
 
-def read(path: str | os.PathLike[str]) -> list[Volume]:
+def read(path: str | os.PathLike[str], with_mask: bool = True) -> list[Volume]:
     """Read any supported file or folder into image (and label) volumes.
 
     Parameters
@@ -230,6 +230,9 @@ def read(path: str | os.PathLike[str]) -> list[Volume]:
     path : str or PathLike
         A file (NIfTI, DICOM, figshare .mat, PNG/JPEG/BMP/TIFF) or a folder (a DICOM series, or
         2D slices that open as a stack, with masks by the pairing convention).
+    with_mask : bool
+        Also look for and read an image file's paired mask (``NAME_mask.ext``). Callers that
+        paired the files already (batch runs) pass False.
 
     Returns
     -------
@@ -257,4 +260,4 @@ def read(path: str | os.PathLike[str]) -> list[Volume]:
             f"{p.name}: unsupported file type; supported are {', '.join(SUPPORTED_SUFFIXES)} "
             "and DICOM."
         )
-    return _read_with_mask(p)
+    return _read_with_mask(p, with_mask)

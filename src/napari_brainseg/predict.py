@@ -508,7 +508,7 @@ def iter_segment_folder(
             if dest.exists() and not overwrite:
                 res = _skipped(src, dest)
             else:
-                vols = read(src)
+                vols = read(src, with_mask=False)  # list_inputs paired the truth already
                 gt = read(truth)[0].data if truth is not None and truth != src else None
                 res, save = _segment_loaded(src, dest, vols, gt, predictor, skull_strip,
                                             overlays, out_dir, axis, t0)
@@ -547,9 +547,13 @@ def _segment_loaded(src: Path, dest: Path, vols: list[Volume], gt: np.ndarray | 
     if gt is None and len(vols) > 1 and vols[1].kind == "labels":
         gt = vols[1].data  # figshare .mat carries its mask
     dice = counts = None
+    note = ""
     if gt is not None and np.shape(gt) == mask.shape:
         counts = confusion(mask, gt)
         dice = scores(counts)["f1"]
+    elif gt is not None:
+        note = (f"ground-truth mask of shape {np.shape(gt)} does not match the scan "
+                f"{mask.shape}; no Dice")
 
     def save() -> None:
         write_labels(dest, mask, like=image, spacing=image.spacing)
@@ -557,7 +561,7 @@ def _segment_loaded(src: Path, dest: Path, vols: list[Volume], gt: np.ndarray | 
             write_overlay(out_dir / "overlays" / f"{dest.name.split('.')[0]}.png", image.data,
                           [(mask, RED)])
 
-    return FileResult(src, "ok", dest, n, size, unit, time.perf_counter() - t0, "", dice,
+    return FileResult(src, "ok", dest, n, size, unit, time.perf_counter() - t0, note, dice,
                       counts), save
 
 
