@@ -8,18 +8,19 @@ machines running ``brainseg study ... --worker`` share the trials.
   every loss; focal and Dice+focal: gamma (1-3) and either no class weighting or alpha
   (0.05-0.95); Tversky: alpha (0.1-0.9) with beta = 1 - alpha. The number of epochs is the best
   epoch of each trial's validation curve (at most ``max_epochs``).
-- **Fixed first trials.** The config's candidate alphas (``--alpha``), with the default gamma and
-  learning rate, are enqueued once as the first trials, so they are always tried and do not
-  depend on timing. When ``trials`` is not larger than their number, tuning is exactly that grid.
+- **Fixed first trials.** Trials 0..k-1 take the config's candidate alphas (``--alpha``) with the
+  default gamma and learning rate (a sampler wrapper fixes them by trial number), so they are
+  always tried and do not depend on timing. When ``trials`` is not larger than their number,
+  tuning is exactly that grid.
 - **Sampler and pruner for few trials.** TPE (multivariate, conditional groups) proposes the
   trials after the fixed ones; a median pruner stops a trial whose validation Dice is below the
   median of earlier trials at the same epoch, after a warm-up of a third of the epochs and never
   before the fixed trials are done.
 - **Run once, never twice.** Trial numbers are handed out by the storage in one transaction; a
   worker that draws a number beyond the budget tells that trial FAIL (user attribute
-  ``surplus``) without training. Work that must happen once (enqueueing the fixed trials,
-  refitting a cell) is claimed by creating a marker study: the storage's unique study name lets
-  exactly one process succeed.
+  ``surplus``) without training. Work that must happen once (refitting a cell, recording the
+  config) is claimed by creating a marker study: the storage's unique study name lets exactly one
+  process succeed.
 - **Order dependence.** The fixed trials and everything computed from them are the same for any
   number of workers. Trials proposed by TPE depend on which trials had finished when they were
   asked, so with several workers they differ from run to run (a single process is reproducible:
@@ -39,13 +40,13 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
+import optuna
+
 ALPHA_LOSSES = ("focal", "dice+focal")
 
 
 def storage_for(url: str | None, out_dir: Path) -> Any:
     """An Optuna RDB storage: ``url`` or ``sqlite:///<out_dir>/optuna.db``."""
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study created
     url = url or f"sqlite:///{(Path(out_dir) / 'optuna.db').resolve()}"
     # SQLite: writers wait for each other's lock instead of failing ("database is locked").
@@ -87,8 +88,6 @@ def claim(storage: Any, name: str) -> bool:
     A claim left unfinished by a dead process on this host (a killed run being resumed) is taken
     over.
     """
-    import optuna
-
     try:
         study = optuna.create_study(study_name=name, storage=storage)
     except optuna.exceptions.DuplicatedStudyError:
@@ -104,8 +103,6 @@ def claim(storage: Any, name: str) -> bool:
 
 def mark_done(storage: Any, name: str, payload: Any = None) -> None:
     """Record that the claimed job ``name`` finished (with an optional JSON payload)."""
-    import optuna
-
     study = optuna.load_study(study_name=name, storage=storage)
     if payload is not None:
         study.set_user_attr("payload", json.dumps(payload))
@@ -114,8 +111,6 @@ def mark_done(storage: Any, name: str, payload: Any = None) -> None:
 
 def done_payload(storage: Any, name: str) -> Any | None:
     """The payload of a finished job, or None when it is not finished (or not started)."""
-    import optuna
-
     try:
         attrs = optuna.load_study(study_name=name, storage=storage).user_attrs
     except KeyError:
@@ -164,6 +159,42 @@ def suggest(trial: Any, loss: str, lr: float) -> dict[str, Any]:
     return p
 
 
+class _FirstTrialsFixed(optuna.samplers.BaseSampler):
+    """A sampler giving trial number k < len(fixed) the values ``fixed[k]``, then ``base``.
+
+    Written instead of Optuna's ``enqueue_trial`` queue: on SQLite (no row locks) two processes
+    can pop the same waiting trial and both train it, which the two-worker test caught. Trial
+    numbers themselves are unique in every storage, so fixing values by number is safe.
+    """
+
+    def __init__(self, fixed: list[dict[str, Any]], base: optuna.samplers.BaseSampler) -> None:
+        self.fixed, self.base = fixed, base
+
+    def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:
+        if trial.number < len(self.fixed):
+            return {}
+        return self.base.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: Any, trial: Any, space: dict[str, Any]) -> dict[str, Any]:
+        if trial.number < len(self.fixed):
+            return {}
+        return self.base.sample_relative(study, trial, space)
+
+    def sample_independent(self, study: Any, trial: Any, name: str, distribution: Any) -> Any:
+        if trial.number < len(self.fixed) and name in self.fixed[trial.number]:
+            return self.fixed[trial.number][name]
+        return self.base.sample_independent(study, trial, name, distribution)
+
+    def before_trial(self, study: Any, trial: Any) -> None:
+        self.base.before_trial(study, trial)
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        self.base.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()
+
+
 def tune_cell(storage: Any, name: str, n_trials: int, fixed: list[dict[str, Any]],
               loss: str, lr: float, max_epochs: int, seed: int, worker: bool,
               run_trial: Callable[[dict[str, Any], Callable[[float, int], bool]],
@@ -175,24 +206,16 @@ def tune_cell(storage: Any, name: str, n_trials: int, fixed: list[dict[str, Any]
     ``(validation Dice, validation loss)``; it calls ``report(dice, epoch)``, which says whether
     to stop (pruned). Yields what ``run_trial`` yields, plus ``("trial", number, params)``.
     """
-    import optuna
-
-    if claim(storage, f"{name}:setup"):
-        study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
-                                    load_if_exists=True)
-        for params in fixed:
-            study.enqueue_trial(params)
-        mark_done(storage, f"{name}:setup")
-    else:
-        wait_for(lambda: done_payload(storage, f"{name}:setup"))
     with warnings.catch_warnings():  # "group" is marked experimental; it handles alpha's
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # condition
-        sampler = optuna.samplers.TPESampler(
+        tpe = optuna.samplers.TPESampler(
             seed=seed + (os.getpid() if worker else 0), multivariate=True, group=True,
             n_startup_trials=len(fixed))
     pruner = optuna.pruners.MedianPruner(n_startup_trials=len(fixed),
                                          n_warmup_steps=max(1, max_epochs // 3))
-    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
+                                load_if_exists=True, sampler=_FirstTrialsFixed(fixed, tpe),
+                                pruner=pruner)
     while True:
         trial = study.ask()
         if trial.number >= n_trials:  # the budget is spent: give the number back untrained
@@ -221,8 +244,6 @@ def tune_cell(storage: Any, name: str, n_trials: int, fixed: list[dict[str, Any]
 
 def trials_of(storage: Any, name: str, n_trials: int) -> list[Any]:
     """The budgeted trials of a cell (surplus numbers left out)."""
-    import optuna
-
     study = optuna.load_study(study_name=name, storage=storage)
     return [t for t in study.get_trials(deepcopy=False) if t.number < n_trials]
 
