@@ -115,3 +115,22 @@ def test_unreachable_storage_is_one_clear_line(data, tmp_path):
                        capture_output=True, text=True, env=_env(), timeout=300)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("brainseg: error: cannot open the Optuna")
+
+
+def test_a_trial_left_running_by_a_killed_run_does_not_block_the_resume(data, tmp_path):
+    import socket
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    out = tmp_path / "s"
+    out.mkdir()
+    storage = f"sqlite:///{(out / 'optuna.db').resolve()}"
+    study = optuna.create_study(study_name="fold0-bce", storage=storage, direction="maximize")
+    trial = study.ask()  # what a run killed mid-trial leaves behind
+    trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": int(gone)})
+    _run(_cmd(data, out, "--trials", "1"))  # would wait forever for that trial
+    trials = optuna.load_study(study_name="fold0-bce", storage=storage).get_trials()
+    assert trials[0].state.name == "FAIL" and trials[0].user_attrs["stale"]
+    assert [t.state.name for t in trials[1:] if not t.user_attrs.get("surplus")] == ["COMPLETE"]
+    with open(out / "per_fold.csv") as f:
+        assert len(list(csv.DictReader(f))) == 6

@@ -217,13 +217,15 @@ def tune_cell(storage: Any, name: str, n_trials: int, fixed: list[dict[str, Any]
                                 load_if_exists=True, sampler=_FirstTrialsFixed(fixed, tpe),
                                 pruner=pruner)
     while True:
+        fail_stale(study)
         trial = study.ask()
-        if trial.number >= n_trials:  # the budget is spent: give the number back untrained
+        trial.set_user_attr("worker", _owner())  # first, so a killed run's trial is found stale
+        if _real_before(study, trial.number) >= n_trials:  # the budget is spent: give the
+            # number back untrained
             trial.set_user_attr("surplus", True)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             return
         params = suggest(trial, loss, lr)
-        trial.set_user_attr("worker", _owner())
         yield ("trial", trial.number, params)
 
         def report(dice: float, epoch: int, trial: Any = trial) -> bool:
@@ -242,14 +244,44 @@ def tune_cell(storage: Any, name: str, n_trials: int, fixed: list[dict[str, Any]
             study.tell(trial, curve[k][0])
 
 
+def _real(t: Any) -> bool:
+    return not (t.user_attrs.get("surplus") or t.user_attrs.get("stale"))
+
+
+def _real_before(study: Any, number: int) -> int:
+    """How many budget-counting trials precede trial ``number`` (numbers are ordered)."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.number < number and _real(t))
+
+
+def fail_stale(study: Any) -> None:
+    """Mark trials left RUNNING by a process of this host that is gone (a killed run) as FAIL.
+
+    They stop counting towards the budget, so a resumed run trains replacements instead of
+    waiting for them forever.
+    """
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.user_attrs.get("worker")
+        if owner and not _alive_here(owner):
+            try:
+                study._storage.set_trial_user_attr(t._trial_id, "stale", True)
+                study.tell(t.number, state=TrialState.FAIL)
+            except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError):
+                pass  # another process got there first
+
+
 def trials_of(storage: Any, name: str, n_trials: int) -> list[Any]:
-    """The budgeted trials of a cell (surplus numbers left out)."""
+    """The trials of a cell that count towards its budget (no surplus or stale ones)."""
     study = optuna.load_study(study_name=name, storage=storage)
-    return [t for t in study.get_trials(deepcopy=False) if t.number < n_trials]
+    fail_stale(study)
+    return [t for t in study.get_trials(deepcopy=False) if _real(t)]
 
 
 def best_of(storage: Any, name: str, n_trials: int) -> dict[str, Any]:
-    """Wait until all budgeted trials finished (possibly elsewhere), then pick the best.
+    """Wait until the cell's trials finished (possibly elsewhere), then pick the best.
+
+    Called after this process drew a surplus number, so every budgeted trial has been asked.
 
     Best = highest inner-validation Dice, ties by lower validation loss, then lower number.
     """
@@ -257,8 +289,7 @@ def best_of(storage: Any, name: str, n_trials: int) -> dict[str, Any]:
 
     def finished() -> list[Any] | None:
         ts = trials_of(storage, name, n_trials)
-        if len(ts) < n_trials or any(t.state in (TrialState.RUNNING, TrialState.WAITING)
-                                     for t in ts):
+        if any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in ts):
             return None
         return ts
 
