@@ -4,8 +4,8 @@ import subprocess
 import sys
 
 CORE_NUMPY = ["io", "volume", "formats.nifti", "formats.dicom", "formats.figshare",
-              "formats.raster", "preprocess", "synthetic", "skullstrip", "metrics"]
-CORE_ALL = CORE_NUMPY + ["cli", "model", "losses", "data", "train", "predict", "study"]
+              "formats.raster", "preprocess", "synthetic", "skullstrip", "metrics", "study_report"]
+CORE_ALL = CORE_NUMPY + ["cli", "model", "losses", "data", "train", "predict", "study", "tuning"]
 
 
 def _modules_after(code: str) -> set[str]:
