@@ -19,16 +19,25 @@ def shot_reader(viewer: napari.Viewer) -> None:
     viewer.dims.set_current_step(0, 95)
 
 
+def _dock(viewer: napari.Viewer, widget: object, name: str) -> None:
+    viewer.window.add_dock_widget(widget, name=name, area="right")
+    widget.reset_choices()
+
+
+def _run(widget: object, timeout_ms: int) -> None:
+    """Press the widget's run button and wait for its worker, as a user would."""
+    widget.run_button.clicked.emit()
+    widget.wait(timeout_ms)
+
+
 def shot_skullstrip(viewer: napari.Viewer) -> None:
     from napari_brainseg._widgets import SkullStripWidget
 
     (layer,) = viewer.open(str(SHARED / "ch2.nii.gz"), plugin="napari-brainseg")
     widget = SkullStripWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Skull strip", area="right")
-    widget.reset_choices()
+    _dock(viewer, widget, "Skull strip")
     widget.image.value = layer
-    widget.run_button.clicked.emit()
-    widget.wait(120_000)
+    _run(widget, 120_000)
     mask = viewer.layers["ch2 brain mask"]
     mask.contour = 2
     mask.opacity = 0.9
@@ -45,8 +54,7 @@ def shot_train(viewer: napari.Viewer) -> None:
     write_sample_folder(tmp / "phantoms", n=48, shape=(128, 128), seed=0)
     image, labels = viewer.open(str(tmp / "phantoms"), plugin="napari-brainseg")
     widget = TrainWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Train U-Net", area="right")
-    widget.reset_choices()
+    _dock(viewer, widget, "Train U-Net")
     widget.image.value, widget.labels.value = image, labels
     widget.epochs.value = 40
     widget.batch_size.value = 8
@@ -55,8 +63,7 @@ def shot_train(viewer: napari.Viewer) -> None:
     widget.lr.value = 3e-3
     widget.val_split.value = 0.2
     widget.out.value = str(tmp / "model.pt")
-    widget.run_button.clicked.emit()
-    widget.wait(600_000)
+    _run(widget, 600_000)
     labels.contour = 1
     viewer.dims.set_current_step(0, 1)
 
@@ -72,11 +79,9 @@ def shot_segment(viewer: napari.Viewer) -> None:
     img, _truth, _ = insert_lesion(head.data[z], bet.data[z] > 0, "glioma", seed=50_000 + z)
     layer = viewer.add_image(img, name="Colin27 axial 112 + synthetic glioma", colormap="gray")
     widget = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Segment tumour", area="right")
-    widget.reset_choices()
+    _dock(viewer, widget, "Segment tumour")
     widget.image.value = layer
-    widget.run_button.clicked.emit()
-    widget.wait(120_000)
+    _run(widget, 120_000)
     labels = viewer.layers[f"{layer.name} tumour"]
     # A correction in progress: the brush adds a missed rim on one side.
     labels.selected_label = 1

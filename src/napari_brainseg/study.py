@@ -324,7 +324,7 @@ def iter_study(samples: Sequence[Sample], out_dir: str | Path,
                                         f"trial {item[1] + 1}/{n_trials}", done, cells)
             if not tuning.claim(store, f"{name}:refit"):
                 continue  # another process refits this cell; its result is collected below
-            best = tuning.best_of(store, name, n_trials)
+            best = tuning.best_of(store, name)
             params, epochs = best["params"], best["epochs"]
             yield StudyProgress(p.fold, cfg.folds, loss, "refit",
                                 f"{_describe(params)}, {epochs} epochs", done, cells)

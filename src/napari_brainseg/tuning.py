@@ -271,14 +271,14 @@ def fail_stale(study: Any) -> None:
                 pass  # another process got there first
 
 
-def trials_of(storage: Any, name: str, n_trials: int) -> list[Any]:
+def trials_of(storage: Any, name: str) -> list[Any]:
     """The trials of a cell that count towards its budget (no surplus or stale ones)."""
     study = optuna.load_study(study_name=name, storage=storage)
     fail_stale(study)
     return [t for t in study.get_trials(deepcopy=False) if _real(t)]
 
 
-def best_of(storage: Any, name: str, n_trials: int) -> dict[str, Any]:
+def best_of(storage: Any, name: str) -> dict[str, Any]:
     """Wait until the cell's trials finished (possibly elsewhere), then pick the best.
 
     Called after this process drew a surplus number, so every budgeted trial has been asked.
@@ -288,7 +288,7 @@ def best_of(storage: Any, name: str, n_trials: int) -> dict[str, Any]:
     from optuna.trial import TrialState
 
     def finished() -> list[Any] | None:
-        ts = trials_of(storage, name, n_trials)
+        ts = trials_of(storage, name)
         if any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in ts):
             return None
         return ts

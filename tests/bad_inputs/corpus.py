@@ -15,7 +15,7 @@ import pickle
 import struct
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,6 @@ class Case:
     code: int
     expect: str  # regex the user-visible line must match
     check: Callable[[Ctx], None] | None = None
-    tags: tuple[str, ...] = field(default_factory=tuple)
 
 
 def _nifti(path: Path, data: np.ndarray) -> Path:
