@@ -46,5 +46,6 @@ bench: install-dev
 	$(BIN)/python benchmarks/train_pipeline.py
 	env -u QT_QPA_PLATFORM xvfb-run -a $(BIN)/python benchmarks/train_worker.py
 	$(BIN)/python benchmarks/skullstrip.py
+	$(BIN)/python benchmarks/skullstrip_real.py
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/memory.py

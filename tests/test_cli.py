@@ -73,3 +73,45 @@ def test_skull_strip_never_overwrites_without_flag(tmp_path, capsys):
     assert "exists" in capsys.readouterr().out
     assert main(["skull-strip", str(img), str(out), "--overwrite"]) == 0
     assert out.read_bytes() != b"user file"
+
+
+def test_skull_strip_masked_never_replaces_the_input(tmp_path, capsys):
+    main(["sample-data", str(tmp_path / "in"), "--n", "1", "--size", "96x96", "--skull"])
+    img = next((tmp_path / "in" / "images").iterdir())
+    src = tmp_path / "head_stripped.tif"
+    src.write_bytes(img.read_bytes())
+    before = src.read_bytes()
+    # The stripped image of mask head_mask.tif would be called head_stripped.tif: the input.
+    code = main(["skull-strip", str(src), str(tmp_path / "head_mask.tif"), "--masked",
+                 "--overwrite", "-q"])
+    assert code == 1 and "would replace the input" in capsys.readouterr().err
+    assert src.read_bytes() == before and not (tmp_path / "head_mask.tif").exists()
+
+
+def test_skull_strip_masked_skips_when_any_output_exists(tmp_path, capsys):
+    main(["sample-data", str(tmp_path / "in"), "--n", "1", "--size", "96x96", "--skull"])
+    img = next((tmp_path / "in" / "images").iterdir())
+    (tmp_path / "b_stripped.tif").write_bytes(b"user file")
+    assert main(["skull-strip", str(img), str(tmp_path / "b_mask.png"), "--masked"]) == 0
+    assert "exists" in capsys.readouterr().out
+    assert (tmp_path / "b_stripped.tif").read_bytes() == b"user file"
+    assert not (tmp_path / "b_mask.png").exists()
+
+
+def test_skull_strip_method_options(tmp_path, capsys):
+    main(["sample-data", str(tmp_path / "in"), "--n", "1", "--size", "96x96", "--skull"])
+    img = next((tmp_path / "in" / "images").iterdir())
+    assert main(["skull-strip", str(img), str(tmp_path / "a.png"), "--tightness", "0.3"]) == 2
+    assert "--method classical" in capsys.readouterr().err
+    assert main(["skull-strip", str(img), str(tmp_path / "a.png"), "--method", "classical",
+                 "--tightness", "0.3"]) == 0
+    assert (tmp_path / "a.png").exists()
+
+
+def test_train_never_replaces_a_model_silently(tmp_path, capsys):
+    main(["sample-data", str(tmp_path / "d"), "--n", "4", "--size", "64x64"])
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"my precious model")
+    code = main(["train", str(tmp_path / "d"), "--out", str(out), "--epochs", "1"])
+    assert code == 2 and "--overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == b"my precious model"

@@ -5,7 +5,8 @@ import sys
 
 CORE_NUMPY = ["io", "volume", "formats.nifti", "formats.dicom", "formats.figshare",
               "formats.raster", "preprocess", "synthetic", "skullstrip", "metrics", "study_report"]
-CORE_ALL = CORE_NUMPY + ["cli", "model", "losses", "data", "train", "predict", "study", "tuning"]
+CORE_ALL = CORE_NUMPY + ["cli", "model", "losses", "data", "train", "predict", "study", "tuning",
+                         "skullstrip_learned"]
 
 
 def _modules_after(code: str) -> set[str]:
@@ -27,6 +28,15 @@ def test_numpy_layer_imports_no_torch():
     imports = "\n".join(f"import napari_brainseg.{m}" for m in CORE_NUMPY)
     mods = _modules_after(imports + "\nimport napari_brainseg")
     assert "torch" not in mods
+
+
+def test_classical_skull_strip_loads_no_torch():
+    mods = _modules_after(
+        "import numpy as np\nfrom napari_brainseg.skullstrip import run_skull_strip\n"
+        "from napari_brainseg.synthetic import make_phantom\n"
+        "run_skull_strip(make_phantom((64, 64), 'none', seed=0).image, method='classical')"
+    )
+    assert "torch" not in mods and "deepbet" not in mods
 
 
 def test_cli_help_loads_no_torch():

@@ -330,3 +330,30 @@ def test_copy_is_independent_of_source_name(tmp_path, colin_path):
     shutil.copy(colin_path, dst)
     (vol,) = read(dst)
     assert vol.name == "scan with spaces é"
+
+
+@pytest.mark.parametrize(("name", "values"), [("m.png", [0, 70000]), ("m.png", [-3, 1]),
+                                              ("m.bmp", [0, 300]), ("m.nii.gz", [0, 5e9]),
+                                              ("m.tif", [0, 0.5])])
+def test_label_values_a_format_cannot_hold_are_refused_not_wrapped(tmp_path, name, values):
+    from napari_brainseg.io import write_labels
+
+    labels = np.zeros((16, 16), np.float64 if isinstance(values[1], float) else np.int64)
+    labels[0, :2] = values
+    with pytest.raises(ValueError, match="labels|label values"):
+        write_labels(tmp_path / name, labels)
+    assert not (tmp_path / name).exists()
+
+
+@pytest.mark.parametrize(("name", "values"), [("m.png", [0, 70]), ("m.png", [0, 65535]),
+                                              ("m.tif", [-3, 70000]), ("m.nii.gz", [-3, 70000]),
+                                              ("m.nii.gz", [0, 3_000_000_000])])
+def test_label_values_round_trip_exactly(tmp_path, name, values):
+    from napari_brainseg.io import read, write_labels
+
+    labels = np.zeros((16, 16), np.int64)
+    labels[0, :2] = values
+    write_labels(tmp_path / name, labels)
+    (back,) = read(tmp_path / name, with_mask=False)
+    got = np.asarray(back.data)
+    assert sorted({int(v) for v in got.ravel()}) == sorted({0, *values})

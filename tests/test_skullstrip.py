@@ -69,7 +69,7 @@ def test_tightness_orders_mask_size():
 
 def test_slices_mode_reports_progress():
     stack = np.stack([make_phantom((96, 96), "glioma", seed=s).image for s in range(3)])
-    gen = iter_skull_strip(stack, mode="slices")
+    gen = iter_skull_strip(stack, mode="slices", method="classical")
     steps = []
     while True:
         try:
@@ -79,7 +79,7 @@ def test_slices_mode_reports_progress():
             break
     assert steps == [(1, 3), (2, 3), (3, 3)]
     assert mask.shape == stack.shape and all(mask[z].any() for z in range(3))
-    np.testing.assert_array_equal(run_skull_strip(stack, mode="slices"), mask)
+    np.testing.assert_array_equal(run_skull_strip(stack, mode="slices", method="classical"), mask)
 
 
 def test_apply_mask():

@@ -103,7 +103,12 @@ def _cmd_skull_strip(args: argparse.Namespace) -> int:
     inputs = [p.image for p in pairs] or [src]
     single = len(inputs) == 1 and not Path(args.output).is_dir() and Path(args.output).suffix
     failed = 0
-    params = {"tightness": args.tightness, "erode_mm": args.erode_mm}
+    params = ({"tightness": args.tightness, "erode_mm": args.erode_mm}
+              if args.method == "classical" else {})
+    if args.method == "learned" and (args.tightness is not None or args.erode_mm is not None):
+        _err("--tightness and --erode-mm tune the classical method; add --method classical")
+        return 2
+    params = {k: v for k, v in params.items() if v is not None}
     bar = tqdm(inputs, desc="skull strip", unit="file", disable=args.quiet or len(inputs) < 2)
     for path in bar:
         try:
@@ -112,16 +117,26 @@ def _cmd_skull_strip(args: argparse.Namespace) -> int:
                 out = Path(args.output)
             else:
                 out = Path(args.output) / f"{vol.name}_brain_mask{_mask_suffix(path, vol.ndim)}"
-            if out.exists() and not args.overwrite:
-                print(f"{path}: skipped, {out} exists (use --overwrite)")
-                continue
-            mask = run_skull_strip(vol.data, vol.spacing, mode=args.mode, **params)
-            write_labels(out, mask.astype("uint8"), like=vol, spacing=vol.spacing)
-            line = f"{path}: brain {int(mask.sum()):,} voxels -> {out}"
+            outs = [out]
             if args.masked:
                 ext = ".nii.gz" if suffix_of(out) in NIFTI_SUFFIXES else ".tif"
                 base = stem(out).removesuffix("_brain_mask").removesuffix("_mask")
-                masked = out.with_name(f"{base}_stripped{ext}")
+                outs.append(out.with_name(f"{base}_stripped{ext}"))
+            # Never write over the input, whatever --overwrite says; other files only with it.
+            clash = [o for o in outs if o.resolve() == Path(path).resolve()]
+            if clash:
+                raise ValueError(f"output {clash[0]} would replace the input; choose another "
+                                 "output name or folder")
+            existing = [o for o in outs if o.exists()]
+            if existing and not args.overwrite:
+                print(f"{path}: skipped, {existing[0]} exists (use --overwrite)")
+                continue
+            mask = run_skull_strip(vol.data, vol.spacing, mode=args.mode, method=args.method,
+                                   affine=vol.affine, **params)
+            write_labels(out, mask.astype("uint8"), like=vol, spacing=vol.spacing)
+            line = f"{path}: brain {int(mask.sum()):,} voxels -> {out}"
+            if args.masked:
+                masked = outs[1]
                 write_image(masked, apply_mask(vol.data, mask), like=vol, spacing=vol.spacing)
                 line += f", {masked}"
             print(line)
@@ -164,6 +179,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         train_s, val_s = split_samples(samples, args.val_split, args.seed)
     except ValueError as exc:
         _err(str(exc))
+        return 2
+    from .train import last_path_for
+
+    out = Path(args.out)
+    existing = [p for p in (out, last_path_for(out)) if p.exists()]
+    if existing and not args.overwrite and not args.resume:
+        _err(f"{existing[0]} exists: a trained model is never replaced silently; choose another "
+             "--out, add --overwrite, or continue it with --resume")
         return 2
     ddp = distributed_from_env()  # under torchrun: rank 0 prints, every rank trains
     say = print if ddp is None or ddp.is_main else (lambda *a, **k: None)
@@ -366,17 +389,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_sample_data)
 
     p = sub.add_parser("skull-strip", help="write brain masks (and optionally stripped images)",
-                       description="Classical skull stripping (no downloaded weights). INPUT is a "
-                       "file or a folder; OUTPUT a mask file (one input) or a folder.")
+                       description="Skull stripping, offline. The default learned method runs "
+                       "deepbet on volumes and the built-in 2D U-Net on single slices; "
+                       "--method classical is thresholds and morphology. INPUT is a file or a "
+                       "folder; OUTPUT a mask file (one input) or a folder.")
     p.add_argument("input", help="scan file, DICOM series folder, or a folder of scans")
     p.add_argument("output", help="mask file (e.g. brain.nii.gz) or output folder")
     p.add_argument("--masked", action="store_true", help="also write the skull-stripped image")
     p.add_argument("--mode", choices=["auto", "3d", "slices"], default="auto",
                    help="auto: 3D for volumes, 2D for slices; slices: each slice on its own")
-    p.add_argument("--tightness", type=float, default=0.5,
-                   help="0-1, higher gives a tighter mask (default 0.5)")
-    p.add_argument("--erode-mm", type=float, default=5.0,
-                   help="erosion depth that cuts brain-skull bridges, mm (default 5)")
+    p.add_argument("--method", choices=["learned", "classical"], default="learned",
+                   help="learned: deepbet for volumes, the built-in 2D U-Net for slices; "
+                   "classical: thresholds and morphology (default learned)")
+    p.add_argument("--tightness", type=float, default=None,
+                   help="classical method: 0-1, higher gives a tighter mask (default 0.5)")
+    p.add_argument("--erode-mm", type=float, default=None,
+                   help="classical method: erosion depth that cuts brain-skull bridges, mm "
+                   "(default 5)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_skull_strip)
@@ -404,6 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-filters", type=int, default=16, help="U-Net width (study: 16)")
     p.add_argument("--init", default=None, help="fine-tune from this checkpoint")
     p.add_argument("--resume", default=None, help="continue from a .last.pt checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out model and its .last.pt")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--deterministic", action="store_true")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])

@@ -534,9 +534,9 @@ def _segment_loaded(src: Path, dest: Path, vols: list[Volume], gt: np.ndarray | 
     image: Volume = next(v for v in vols if v.kind == "image")
     brain = None
     if skull_strip:
-        from .skullstrip import skull_strip as strip
+        from .skullstrip import run_skull_strip
 
-        brain = strip(image.data, image.spacing)
+        brain = run_skull_strip(image.data, image.spacing, affine=image.affine)
     if image.ndim == 3:
         result = predictor.segment_volume(image.data, image.spacing, axis=axis,
                                           brain_mask=brain)

@@ -66,7 +66,17 @@ class SkullStripParams:
     smooth_mm: float = 1.5
 
 
-def _validate(image: np.ndarray, spacing: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray]:
+def check_image(image: np.ndarray,
+                spacing: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Check a slice or volume for stripping; return it as float32 and its spacing array.
+
+    Raises
+    ------
+    ValueError
+        Not 2D/3D, too small, constant, NaN/Inf or bad spacing; the message says what to do.
+    TypeError
+        Non-numeric data.
+    """
     image = np.asarray(image)
     if image.ndim not in (2, 3):
         raise ValueError(
@@ -259,7 +269,7 @@ def skull_strip(
     TypeError
         Non-numeric image.
     """
-    img, sp = _validate(image, spacing)
+    img, sp = check_image(image, spacing)
     if not 0.0 <= tightness <= 1.0:
         raise ValueError(f"tightness must be between 0 and 1, got {tightness}")
     if erode_mm < 0 or close_mm < 0 or smooth_mm < 0:
@@ -366,12 +376,19 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
 
 
 StripMode = Literal["auto", "3d", "slices"]
+#: ``learned``: deepbet for volumes, the package's 2D U-Net for slices
+#: (:mod:`napari_brainseg.skullstrip_learned`, imports torch); ``classical``: :func:`skull_strip`.
+StripMethod = Literal["learned", "classical"]
+DEFAULT_METHOD: StripMethod = "learned"
 
 
 def iter_skull_strip(
     image: np.ndarray,
     spacing: Sequence[float] | None = None,
     mode: StripMode = "auto",
+    method: StripMethod = DEFAULT_METHOD,
+    affine: np.ndarray | None = None,
+    keep_enhancing: bool = True,
     **params: float,
 ) -> Generator[tuple[int, int], None, np.ndarray]:
     """Skull strip with progress: yields ``(done, total)`` steps and returns the bool mask.
@@ -384,35 +401,136 @@ def iter_skull_strip(
         Voxel size in mm per axis.
     mode : {"auto", "3d", "slices"}
         ``auto`` strips a slice in 2D and a volume in 3D; ``slices`` strips each ``(Y, X)`` slice of
-        a volume on its own (for stacks of unrelated slices, or thick-slice scans).
+        a volume on its own (for stacks of unrelated slices).
+    method : {"learned", "classical"}
+        ``learned`` (default): deepbet on volumes, the 2D U-Net on slices; ``classical``:
+        thresholds and morphology (:func:`skull_strip`, tuned on Colin27).
+    affine : np.ndarray, optional
+        4x4 index-to-RAS matrix of a volume: the learned 3D method uses it to see the head in
+        its training orientation (display order assumed without it).
+    keep_enhancing : bool
+        Add the outside part of an enhancing lesion mostly inside the mask
+        (:func:`include_enhancing`), so that tumours at the brain's edge stay in.
     **params
-        :class:`SkullStripParams` fields.
+        :class:`SkullStripParams` fields (classical method only).
     """
     image = np.asarray(image)
     if mode not in ("auto", "3d", "slices"):
         raise ValueError(f"mode must be 'auto', '3d' or 'slices', got {mode!r}")
-    if mode == "slices" and image.ndim == 3:
-        sp2 = None if spacing is None else tuple(spacing)[1:]
-        out = np.zeros(image.shape, bool)
-        for z in range(image.shape[0]):
-            if image[z].max() > image[z].min():
-                out[z] = skull_strip(image[z], sp2, **params)
-            yield z + 1, image.shape[0]
-        return out
+    if method not in ("learned", "classical"):
+        raise ValueError(f"method must be 'learned' or 'classical', got {method!r}")
     if mode == "3d" and image.ndim != 3:
         raise ValueError(f"mode '3d' needs a (Z, Y, X) volume, got shape {image.shape}")
-    yield 0, 1
-    mask = skull_strip(image, spacing, **params)
-    yield 1, 1
+    img, sp = check_image(image, spacing)
+    if method == "learned" and params:
+        raise ValueError(f"{sorted(params)} apply to the classical method only")
+    if method == "learned":
+        from . import skullstrip_learned as learned  # torch: only when asked for
+
+        if img.ndim == 3 and mode != "slices":
+            yield 0, 1
+            mask = learned.strip_volume(img, affine)
+            yield 1, 1
+        elif img.ndim == 3:
+            mask = yield from learned.iter_strip_slices(img, sp)
+        else:
+            yield 0, 1
+            mask = learned.strip_slice(img, sp)
+            yield 1, 1
+    elif mode == "slices" and img.ndim == 3:
+        mask = np.zeros(img.shape, bool)
+        for z in range(img.shape[0]):
+            if img[z].max() > img[z].min():
+                mask[z] = skull_strip(img[z], sp[1:], **params)
+            yield z + 1, img.shape[0]
+    else:
+        yield 0, 1
+        mask = skull_strip(img, sp, **params)
+        yield 1, 1
+    if keep_enhancing:
+        mask = include_enhancing(mask, img, sp)
     return mask
 
 
 def run_skull_strip(image: np.ndarray, spacing: Sequence[float] | None = None,
-                    mode: StripMode = "auto", **params: float) -> np.ndarray:
+                    mode: StripMode = "auto", method: StripMethod = DEFAULT_METHOD,
+                    affine: np.ndarray | None = None, keep_enhancing: bool = True,
+                    **params: float) -> np.ndarray:
     """Drive :func:`iter_skull_strip` to the end and return the mask."""
     from .progress import drain
 
-    return drain(iter_skull_strip(image, spacing, mode, **params))
+    return drain(iter_skull_strip(image, spacing, mode, method, affine, keep_enhancing,
+                                  **params))
+
+
+#: Voxels brighter than the brain's median plus this many times its (p90 - median) spread are
+#: "enhancing" for :func:`include_enhancing` (white matter in a plain or contrast T1 stays below).
+ENHANCING_SPREAD = 2.5
+#: Radius (mm) of the opening that separates a lesion from thin bright vessels and dura.
+OPEN_MM = 2.0
+#: Bright voxels outside the brain mask up to this far (mm) from such a lesion's core are added.
+LESION_REACH_MM = 10.0
+
+
+def include_enhancing(mask: np.ndarray, image: np.ndarray,
+                      spacing: Sequence[float] | None = None, reach_mm: float = 6.0,
+                      min_volume_mm3: float = 500.0) -> np.ndarray:
+    """Add the outside part of an enhancing lesion that is mostly inside the brain mask.
+
+    A meningioma's dural tail or a glioma at the cortex can cross the edge a stripper draws; for
+    tumour segmentation such a lesion is brain. A bright component (see
+    :data:`ENHANCING_SPREAD`) of at least ``min_volume_mm3`` that lies at least half inside
+    ``mask`` gets its voxels within ``reach_mm`` outside the mask added. Vessels, sinuses and
+    scalp fat lie mostly outside the brain and are left alone.
+
+    Parameters
+    ----------
+    mask : np.ndarray
+        bool ``(Y, X)`` or ``(Z, Y, X)`` brain mask.
+    image : np.ndarray
+        The scan, same shape, any units.
+    spacing : sequence of float, optional
+        Voxel size in mm per axis (default 1 mm).
+    reach_mm : float
+        How far outside the mask (mm) lesion voxels are added.
+    min_volume_mm3 : float
+        Smallest lesion considered (mm³; mm² for a slice).
+
+    Returns
+    -------
+    np.ndarray
+        bool mask, a superset of ``mask``.
+    """
+    mask = np.asarray(mask, bool)
+    img = np.asarray(image, np.float32)
+    if img.shape != mask.shape:
+        raise ValueError(f"mask shape {mask.shape} differs from image shape {img.shape}")
+    if mask.sum() < 100:
+        return mask
+    sp = np.ones(img.ndim) if spacing is None else np.asarray(spacing, float)
+    p50, p90 = np.percentile(img[mask], [50, 90])
+    near = ndi.distance_transform_edt(~mask, sampling=sp) <= reach_mm
+    # Only the shell within reach: scalp fat and marrow further out would join everything up.
+    bright = (img > p50 + ENHANCING_SPREAD * max(p90 - p50, 1e-6)) & near
+    # An opening cuts the thin vessels and dura that join a lesion to everything else bright.
+    blobs = _dilate(_erode(bright, OPEN_MM, sp), OPEN_MM, sp) & bright
+    labels, n = ndi.label(blobs)
+    if n == 0:
+        return mask
+    voxel = float(np.prod(sp))
+    total = np.bincount(labels.ravel(), minlength=n + 1)
+    inside = np.bincount(labels[mask], minlength=n + 1)
+    keep = np.flatnonzero((total * voxel >= min_volume_mm3) & (inside >= 0.5 * total))
+    keep = keep[keep > 0]
+    if len(keep) == 0:
+        return mask
+    # The lesion's bright surroundings across the edge (a dural tail, a partial-volume rim), but
+    # not the whole bright shell it may touch through the falx or a sinus.
+    zone = ndi.distance_transform_edt(~np.isin(labels, keep), sampling=sp) <= LESION_REACH_MM
+    added = _touching(bright & zone & ~mask, np.isin(labels, keep))
+    if added.any():
+        log.info("kept %d voxels of enhancing lesion outside the brain mask", int(added.sum()))
+    return mask | added
 
 
 def apply_mask(image: np.ndarray, mask: np.ndarray) -> np.ndarray:

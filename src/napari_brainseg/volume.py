@@ -100,6 +100,41 @@ class Volume:
 # --------------------------------------------------------------------------- helpers
 
 
+#: Integer types a label file may be written as, smallest first.
+LABEL_DTYPES = (np.uint8, np.uint16, np.int16, np.int32, np.uint32)
+
+
+def label_dtype(labels: np.ndarray, allowed: Sequence[type], where: str) -> type:
+    """The smallest of ``allowed`` integer types that holds every value of ``labels`` exactly.
+
+    Casting blindly wraps values (70000 -> 4464 in 16 bits, -3 -> 65533): a written mask must
+    read back as the same labels, or not be written at all.
+
+    Raises
+    ------
+    ValueError
+        Non-integer values, or values no allowed type holds; the message says what to do.
+    """
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        return allowed[0]
+    if labels.dtype.kind == "b":
+        return allowed[0]
+    if labels.dtype.kind == "f" and not (np.isfinite(labels).all()
+                                         and np.array_equal(labels, np.round(labels))):
+        raise ValueError(f"{where}: labels must be whole numbers; round or threshold them first")
+    if labels.dtype.kind not in "biuf":
+        raise ValueError(f"{where}: labels must be integers, got dtype {labels.dtype}")
+    lo, hi = int(labels.min()), int(labels.max())
+    for dt in allowed:
+        info = np.iinfo(dt)
+        if info.min <= lo and hi <= info.max:
+            return dt
+    kinds = ", ".join(np.dtype(d).name for d in allowed)
+    raise ValueError(f"{where}: label values {lo}..{hi} do not fit this format ({kinds}); "
+                     "save as .nii.gz or .tif, or renumber the labels")
+
+
 def stem(path: Path) -> str:
     """Return the file name without its (possibly double) suffix: ``a.nii.gz`` -> ``a``."""
     name = path.name

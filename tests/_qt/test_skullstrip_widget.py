@@ -18,6 +18,7 @@ def test_widget_strips_volume_in_worker(make_napari_viewer_proxy, qtbot):
     viewer.window.add_dock_widget(widget)
     widget.reset_choices()
     widget.image.value = layer
+    widget.method.value = "classical"
     widget.mode.value = "slices"
     widget.masked.value = True
     widget.run_button.clicked.emit()
@@ -47,6 +48,9 @@ def test_preview_on_current_slice(make_napari_viewer_proxy):
     viewer.window.add_dock_widget(widget)
     widget.reset_choices()
     widget.image.value = layer
+    assert widget.method.value == "learned" and not widget.tightness.enabled
+    widget.method.value = "classical"
+    assert widget.tightness.enabled
     viewer.dims.set_current_step(0, 2)
     widget.preview()
     prev = viewer.layers["brain mask preview"].data
@@ -67,3 +71,27 @@ def test_bad_layer_notifies(make_napari_viewer_proxy, monkeypatch):
     widget.image.value = layer
     widget.preview()
     assert shown and "constant" in shown[0]
+
+
+def test_learned_default_strips_a_real_head_in_3d(make_napari_viewer_proxy, qtbot, colin_path,
+                                                   colin_bet_path):
+    from napari_brainseg._reader import get_reader
+
+    viewer = make_napari_viewer_proxy()
+    for data, kwargs, _kind in get_reader(str(colin_path))(str(colin_path)):
+        layer = viewer.add_image(data, **kwargs)
+    widget = SkullStripWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.reset_choices()
+    widget.image.value = layer
+    viewer.dims.set_current_step(0, 90)
+    widget.preview()  # the 2D network on the slice on screen
+    assert viewer.layers["brain mask preview"].data[90].sum() > 5000
+    widget.run_button.clicked.emit()
+    name = f"{layer.name} brain mask"
+    qtbot.waitUntil(lambda: name in viewer.layers, timeout=120_000)
+    from napari_brainseg.io import read
+
+    (bet,) = read(colin_bet_path)
+    assert _dice(viewer.layers[name].data > 0, bet.data > 0) > 0.92
+    assert "brain mask preview" not in viewer.layers

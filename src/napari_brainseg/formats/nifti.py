@@ -10,6 +10,7 @@ from typing import Any, Literal
 import numpy as np
 
 from napari_brainseg.volume import (
+    LABEL_DTYPES,
     NIFTI_SUFFIXES,
     ReadError,
     Volume,
@@ -19,6 +20,7 @@ from napari_brainseg.volume import (
     _to_display,
     _values,
     atomic_write,
+    label_dtype,
     stem,
     suffix_of,
 )
@@ -116,10 +118,7 @@ def write_nifti(path: Path, labels: np.ndarray, like: Volume | Mapping[str, Any]
         Voxel size used when ``like`` carries no geometry.
     """
     labels = np.asarray(labels)
-    if labels.max(initial=0) > 255 or labels.min(initial=0) < 0:
-        out_dtype: type = np.int32
-    else:
-        out_dtype = np.uint8
+    out_dtype = label_dtype(labels, LABEL_DTYPES, Path(path).name)
     return _write_nifti_array(path, labels, out_dtype, like, spacing)
 
 

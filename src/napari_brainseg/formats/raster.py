@@ -10,12 +10,14 @@ from typing import Literal
 import numpy as np
 
 from napari_brainseg.volume import (
+    LABEL_DTYPES,
     MASK_SUFFIX,
     ReadError,
     Volume,
     _check_size,
     _values,
     atomic_write,
+    label_dtype,
     stem,
     suffix_of,
     to_grey,
@@ -105,8 +107,10 @@ def write_raster(path: Path, labels: np.ndarray) -> Path:
     """Write 2D labels as PNG/TIFF, or a 3D label stack as multi-page TIFF, atomically."""
     path = Path(path)
     labels = np.asarray(labels)
-    dtype = np.uint8 if labels.max(initial=0) <= 255 and labels.min(initial=0) >= 0 else np.uint16
     suffix = suffix_of(path)
+    # PNG holds 8 or 16 unsigned bits, BMP 8; TIFF any of the label types.
+    allowed = {".png": (np.uint8, np.uint16), ".bmp": (np.uint8,)}.get(suffix, LABEL_DTYPES)
+    dtype = label_dtype(labels, allowed, path.name)
     if suffix in (".tif", ".tiff"):
         import tifffile
 
