@@ -11,6 +11,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "colin27"
+REAL = ROOT.parent / "shared" / "data" / "real"
 OUT = ROOT / "docs" / "images"
 
 
@@ -33,15 +34,17 @@ def _run(widget: object, timeout_ms: int) -> None:
 def shot_skullstrip(viewer: napari.Viewer) -> None:
     from napari_brainseg._widgets import SkullStripWidget
 
-    (layer,) = viewer.open(str(SHARED / "ch2.nii.gz"), plugin="napari-brainseg")
+    # A real contrast-enhanced clinical scan the stripper never trained on, with its tumour.
+    scan = REAL / "mrbraintumor2_cet1.nii.gz"
+    (layer,) = viewer.open(str(scan), plugin="napari-brainseg")
     widget = SkullStripWidget(viewer)
     _dock(viewer, widget, "Skull strip")
     widget.image.value = layer
     _run(widget, 120_000)
-    mask = viewer.layers["ch2 brain mask"]
+    mask = viewer.layers["mrbraintumor2_cet1 brain mask"]
     mask.contour = 2
     mask.opacity = 0.9
-    viewer.dims.set_current_step(0, 95)
+    viewer.dims.set_current_step(0, 40)
 
 
 def shot_train(viewer: napari.Viewer) -> None:

@@ -509,6 +509,13 @@ def include_enhancing(mask: np.ndarray, image: np.ndarray,
         return mask
     sp = np.ones(img.ndim) if spacing is None else np.asarray(spacing, float)
     p50, p90 = np.percentile(img[mask], [50, 90])
+    # Work inside the mask's bounding box plus the reach (distance transforms of a whole head
+    # cost seconds).
+    pad = np.ceil(reach_mm / sp).astype(int) + 1
+    lo = np.maximum(np.min(np.nonzero(mask), axis=1) - pad, 0)
+    hi = np.minimum(np.max(np.nonzero(mask), axis=1) + pad + 1, mask.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    full, mask, img = mask, mask[box], img[box]
     near = ndi.distance_transform_edt(~mask, sampling=sp) <= reach_mm
     # Only the shell within reach: scalp fat and marrow further out would join everything up.
     bright = (img > p50 + ENHANCING_SPREAD * max(p90 - p50, 1e-6)) & near
@@ -516,21 +523,24 @@ def include_enhancing(mask: np.ndarray, image: np.ndarray,
     blobs = _dilate(_erode(bright, OPEN_MM, sp), OPEN_MM, sp) & bright
     labels, n = ndi.label(blobs)
     if n == 0:
-        return mask
+        return full
     voxel = float(np.prod(sp))
     total = np.bincount(labels.ravel(), minlength=n + 1)
     inside = np.bincount(labels[mask], minlength=n + 1)
     keep = np.flatnonzero((total * voxel >= min_volume_mm3) & (inside >= 0.5 * total))
     keep = keep[keep > 0]
     if len(keep) == 0:
-        return mask
+        return full
     # The lesion's bright surroundings across the edge (a dural tail, a partial-volume rim), but
     # not the whole bright shell it may touch through the falx or a sinus.
-    zone = ndi.distance_transform_edt(~np.isin(labels, keep), sampling=sp) <= LESION_REACH_MM
-    added = _touching(bright & zone & ~mask, np.isin(labels, keep))
+    lesion = np.isin(labels, keep)
+    zone = ndi.distance_transform_edt(~lesion, sampling=sp) <= LESION_REACH_MM
+    added = _touching(bright & zone, lesion) & ~mask
     if added.any():
         log.info("kept %d voxels of enhancing lesion outside the brain mask", int(added.sum()))
-    return mask | added
+    out = full.copy()
+    out[box] |= added
+    return out
 
 
 def apply_mask(image: np.ndarray, mask: np.ndarray) -> np.ndarray:

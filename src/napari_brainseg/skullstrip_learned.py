@@ -272,7 +272,11 @@ def _deepbet() -> object:
     except ImportError as exc:  # pragma: no cover - deepbet is a dependency
         raise RuntimeError("the learned 3D skull strip needs the 'deepbet' package: "
                            "pip install deepbet") from exc
-    return BrainExtraction(no_gpu=not torch.cuda.is_available())
+    import warnings
+
+    with warnings.catch_warnings():  # deepbet's own torch.jit.load call; nothing to act on
+        warnings.filterwarnings("ignore", message=".*torch.jit.load.*", category=DeprecationWarning)
+        return BrainExtraction(no_gpu=not torch.cuda.is_available())
 
 
 def strip_volume(volume: np.ndarray, affine: np.ndarray | None = None,

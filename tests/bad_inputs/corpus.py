@@ -515,6 +515,29 @@ def _no_model(c: Ctx) -> None:
     assert not (c.d / "model.pt").exists()
 
 
+def _existing_model(c: Ctx) -> Ctx:
+    (c.d / "model.pt").write_bytes(b"the user's model")
+    return c
+
+
+def _model_kept(c: Ctx) -> None:
+    assert (c.d / "model.pt").read_bytes() == b"the user's model"
+
+
+def _masked_onto_input(c: Ctx) -> list[str]:
+    from napari_brainseg.synthetic import make_phantom
+
+    img = c.d / "head_stripped.tif"
+    tifffile.imwrite(img, make_phantom((96, 96), "none", seed=0, skull=True).image)
+    (c.d / "original.bytes").write_bytes(img.read_bytes())
+    return [str(img), str(c.d / "head_mask.tif"), "--masked", "--overwrite", "-q"]
+
+
+def _input_kept(c: Ctx) -> None:
+    assert (c.d / "head_stripped.tif").read_bytes() == (c.d / "original.bytes").read_bytes()
+    assert not (c.d / "head_mask.tif").exists()
+
+
 def _no_model_no_pwned(c: Ctx) -> None:
     _no_model(c)
     assert not (c.d / "PWNED").exists()
@@ -634,6 +657,12 @@ CASES += [
     Case("train-init-pickle", "fine-tuning from a pickle that would run code", "train",
          lambda c: _train_args(_pairs, "--init", str(ckpt_pickle(c)))(c), 2, "refused",
          check=_no_model_no_pwned),
+    Case("train-over-existing-model", "train --out naming a model that exists", "train",
+         lambda c: _train_args(_pairs)(_existing_model(c)), 2, "exists.*--overwrite",
+         check=_model_kept),
+    Case("skull-strip-masked-onto-input", "skull-strip --masked whose stripped image would be "
+         "the input (head_stripped.tif + head_mask.tif)", "skull-strip", _masked_onto_input, 1,
+         "would replace the input", check=_input_kept),
     Case("study-too-few-patients", "study with 3 patients for 5 folds", "study",
          lambda c: [str(_pairs(c.d)), "--out", str(c.d / "study"), "-q"], 2, "cannot fill 5 folds",
          check=_no_study),
