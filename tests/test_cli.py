@@ -76,10 +76,12 @@ def test_skull_strip_never_overwrites_without_flag(tmp_path, capsys):
 
 
 def test_skull_strip_masked_never_replaces_the_input(tmp_path, capsys):
-    main(["sample-data", str(tmp_path / "in"), "--n", "1", "--size", "96x96", "--skull"])
-    img = next((tmp_path / "in" / "images").iterdir())
+    import tifffile
+
+    from napari_brainseg.synthetic import make_phantom
+
     src = tmp_path / "head_stripped.tif"
-    src.write_bytes(img.read_bytes())
+    tifffile.imwrite(src, make_phantom((96, 96), "none", seed=0, skull=True).image)
     before = src.read_bytes()
     # The stripped image of mask head_mask.tif would be called head_stripped.tif: the input.
     code = main(["skull-strip", str(src), str(tmp_path / "head_mask.tif"), "--masked",
