@@ -103,6 +103,10 @@ def test_apply_mask():
         (np.random.default_rng(0).random((64, 64)), {"spacing": (1.0,)}, "spacing"),
         (np.random.default_rng(0).random((64, 64)), {"spacing": (1.0, -1.0)}, "spacing"),
         (np.random.default_rng(0).random((64, 64)), {"tightness": 2.0}, "tightness"),
+        (np.random.default_rng(0).random((64, 64)), {"tightness": np.nan}, "tightness"),
+        (np.random.default_rng(0).random((64, 64)), {"erode_mm": np.nan}, "erode_mm"),
+        (np.random.default_rng(0).random((64, 64)), {"erode_mm": 1e9}, "erode_mm"),
+        (np.random.default_rng(0).random((64, 64)), {"close_mm": -1.0}, "close_mm"),
     ],
 )
 def test_bad_input_gives_clear_error(image, kwargs, match):

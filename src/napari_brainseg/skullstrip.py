@@ -38,6 +38,8 @@ SCALP_MARGIN_MM = 5.0
 #: In 2D, other components join the brain when their median depth is at least this fraction of
 #: the chosen component's (temporal lobes beside the cerebellum; not eyes or muscles).
 DEPTH_RATIO = 0.6
+#: Largest erosion, closing or smoothing radius accepted (mm): a head is about 200 mm across.
+MAX_MM = 50.0
 #: Intensity spread (interquartile range of the normalised image) at which a 2D component's score
 #: halves: grey and white matter spread about 0.05, face and neck tissue (fat and muscle) 0.15+.
 IQR_SCALE = 0.08
@@ -270,10 +272,11 @@ def skull_strip(
         Non-numeric image.
     """
     img, sp = check_image(image, spacing)
-    if not 0.0 <= tightness <= 1.0:
+    if not 0.0 <= tightness <= 1.0:  # also refuses NaN
         raise ValueError(f"tightness must be between 0 and 1, got {tightness}")
-    if erode_mm < 0 or close_mm < 0 or smooth_mm < 0:
-        raise ValueError("erode_mm, close_mm and smooth_mm must be >= 0")
+    for name, mm in (("erode_mm", erode_mm), ("close_mm", close_mm), ("smooth_mm", smooth_mm)):
+        if not 0.0 <= mm <= MAX_MM:
+            raise ValueError(f"{name} must be between 0 and {MAX_MM:g} mm, got {mm}")
     if work_mm is None:
         work_mm = 2.0 if img.ndim == 3 else 0.0
     factors = tuple(max(1, int(work_mm // s)) for s in sp) if work_mm > 0 else (1,) * img.ndim
