@@ -89,3 +89,30 @@ def test_opening_a_file_again_never_touches_edited_labels(make_napari_viewer_pro
     assert len(viewer.layers) == 4
     np.testing.assert_array_equal(labels.data, edited)
     assert (tmp_path / "scan_mask.png").read_bytes() == on_disk  # reading never writes
+
+
+def test_new_labels_layer_without_metadata_saves_where_it_was_painted(
+        make_napari_viewer_proxy, tmp_path):
+    """A Labels layer with no plugin metadata (napari's "New labels layer") is not mirrored."""
+    from napari_brainseg.io import read
+
+    src = tmp_path / "scan.nii.gz"
+    rng = np.random.default_rng(0)
+    nib.save(nib.Nifti1Image(rng.random((14, 12, 10)).astype(np.float32),
+                             np.diag([1.5, 1.0, 2.0, 1.0])), str(src))
+    viewer = make_napari_viewer_proxy()
+    (scan,) = viewer.open(str(src), plugin="napari-brainseg")
+    labels = viewer.add_labels(np.zeros(scan.data.shape, np.uint8), name="painted")
+    labels.data[1, 2, 3] = 1
+    out = tmp_path / "painted.nii.gz"
+    assert labels.save(str(out), plugin="napari-brainseg")
+    (back,) = read(out, with_mask=False)
+    assert [tuple(p) for p in np.argwhere(back.data > 0)] == [(1, 2, 3)]
+    # It took the scan's own grid: the file overlays the scan in any other viewer.
+    np.testing.assert_allclose(nib.load(str(out)).affine, nib.load(str(src)).affine)
+
+    # With no scan of that shape in the viewer it still reads back where it was painted.
+    viewer.layers.remove(scan)
+    labels.save(str(tmp_path / "alone.nii.gz"), plugin="napari-brainseg")
+    (alone,) = read(tmp_path / "alone.nii.gz", with_mask=False)
+    assert [tuple(p) for p in np.argwhere(alone.data > 0)] == [(1, 2, 3)]

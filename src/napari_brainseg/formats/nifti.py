@@ -152,7 +152,13 @@ def _write_nifti_array(path: Path, labels: np.ndarray, out_dtype: type,
     else:
         sp = list(spacing) if spacing is not None else [1.0] * labels.ndim
         arr = labels.transpose(*reversed(range(labels.ndim))).astype(out_dtype)
-        affine = np.diag([*reversed(sp), *([1.0] * (4 - labels.ndim))])
+        if labels.ndim == 3:
+            # No source geometry: the array is in this package's display order (x to the
+            # patient's Left, y Posterior, z Inferior), so say so; a positive diagonal would make
+            # the mask come back mirrored on all three axes.
+            affine = np.diag([-s for s in reversed(sp)] + [1.0])
+        else:
+            affine = np.diag([*reversed(sp), *([1.0] * (4 - labels.ndim))])
     img = nib.Nifti1Image(arr, affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
