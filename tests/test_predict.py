@@ -178,3 +178,24 @@ def test_batch_notes_a_ground_truth_of_another_size(tmp_path, tiny_model):
     (res,) = drain(iter_segment_folder(tmp_path / "in", tmp_path / "out",
                                        Predictor.from_checkpoint(tiny_model)))
     assert res.status == "ok" and res.dice is None and "does not match" in res.error
+
+
+def test_keep_largest_on_a_volume_keeps_the_whole_3d_tumour():
+    # A U-shaped tumour: two arms on slices 0-4 joined on slice 5. Each arm alone is the slice's
+    # "largest" piece on some slices, but in 3D they are one tumour and must both stay.
+    prob = np.zeros((6, 20, 20), np.float32)
+    prob[:5, 2:6, 5:10] = 0.9
+    prob[:5, 12:15, 5:10] = 0.9
+    prob[5, 2:15, 5:10] = 0.9
+    prob[2, 17:19, 17:19] = 0.9  # a separate speck: not the largest in 3D
+    p = _predictor_with(SegmentOptions(min_area_mm2=0, keep="largest", batch_size=2))
+    p.probability = lambda slices: [prob[k] for k in _slice_ids(slices, prob)]
+    res = p.segment_volume(np.zeros_like(prob) + np.arange(6)[:, None, None])
+    expected = prob > 0.5
+    expected[2, 17:19, 17:19] = False
+    np.testing.assert_array_equal(res.mask.astype(bool), expected)
+
+
+def _slice_ids(slices, prob):
+    # the fake volume's slice k is filled with the value k
+    return [int(s[0, 0]) for s in slices]

@@ -242,8 +242,14 @@ class Predictor:
 
     # -- masks
     def postprocess(self, prob: np.ndarray, spacing: Sequence[float] | None = None,
-                    brain_mask: np.ndarray | None = None) -> np.ndarray:
-        """Threshold and clean one 2D probability map (see :class:`SegmentOptions`)."""
+                    brain_mask: np.ndarray | None = None, largest: bool | None = None,
+                    ) -> np.ndarray:
+        """Threshold and clean one 2D probability map (see :class:`SegmentOptions`).
+
+        ``largest`` (default: ``options.keep == "largest"``) keeps the slice's largest component;
+        a volume passes False and keeps the largest *3D* component instead, since a 3D tumour's
+        cross-section can fall into several pieces on one slice.
+        """
         opts = self.options
         mask = prob > opts.threshold
         if brain_mask is not None:
@@ -259,7 +265,7 @@ class Predictor:
             labels, n = ndi.label(mask)
             areas = np.bincount(labels.ravel())[1:] * float(np.prod(sp))
             mask = np.isin(labels, np.flatnonzero(areas >= opts.min_area_mm2) + 1)
-        if opts.keep == "largest":
+        if opts.keep == "largest" if largest is None else largest:
             mask = _largest_component(mask)
         return mask.astype(np.uint8)
 
@@ -316,7 +322,7 @@ class Predictor:
                     p = p * bm
                 sl = [slice(None)] * 3
                 sl[axis] = i
-                mask[tuple(sl)] = self.postprocess(p, sp2, bm)
+                mask[tuple(sl)] = self.postprocess(p, sp2, bm, largest=False)
                 if prob_out is not None:
                     prob_out[tuple(sl)] = p
             yield idx[-1] + 1, total
