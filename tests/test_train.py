@@ -97,6 +97,16 @@ def test_fine_tune_from_checkpoint_and_early_stopping(tmp_path):
     assert load_checkpoint(tuned.best_path).training["init"].endswith("a.pt")
 
 
+def test_fine_tuning_keeps_the_checkpoint_normalisation(tmp_path):
+    samples = phantom_samples(4)
+    norm = {"method": "percentile", "low": 0.5, "high": 99.5}
+    first = train(samples, samples[:2], tmp_path / "a.pt",
+                  TrainConfig(epochs=1, batch_size=2, patch_size=32, normalisation=norm), TINY)
+    tuned = train(samples, samples[:2], tmp_path / "b.pt",
+                  TrainConfig(epochs=1, batch_size=2, patch_size=32), init=first.best_path)
+    assert load_checkpoint(tuned.best_path).normalisation == norm
+
+
 def test_bad_config_raises():
     with pytest.raises(ValueError, match="learning rate"):
         TrainConfig(lr=0)

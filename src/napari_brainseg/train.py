@@ -315,7 +315,12 @@ def iter_training(
         optimizer_state = ck.optimizer
         scheduler_state = ck.resume.get("scheduler")
     elif init is not None:
-        model = load_checkpoint(init).model
+        ck = load_checkpoint(init)
+        model = ck.model
+        if ck.normalisation:
+            # The weights learned on intensities normalised this way; the default would feed
+            # the fine-tuned model a different input distribution.
+            cfg = replace(cfg, normalisation=dict(ck.normalisation))
     else:
         torch.manual_seed(cfg.seed)
         model = UNet(model_config or UNetConfig())
