@@ -107,6 +107,18 @@ def test_fine_tuning_keeps_the_checkpoint_normalisation(tmp_path):
     assert load_checkpoint(tuned.best_path).normalisation == norm
 
 
+def test_without_validation_the_model_is_the_last_epoch(tmp_path):
+    samples = phantom_samples(4)
+    # A learning rate this high makes the training loss jump about: the lowest-loss epoch is
+    # not the last one, and that must not matter.
+    res = train(samples, [], tmp_path / "refit.pt",
+                TrainConfig(epochs=6, batch_size=2, patch_size=32, lr=0.02, schedule="none",
+                            patience=None), TINY)
+    losses = [h.train_loss for h in res.history]
+    assert min(losses) < losses[-1]  # the case this test is about
+    assert load_checkpoint(res.best_path).metrics["epoch"] == 6 == res.best_epoch
+
+
 def test_bad_config_raises():
     with pytest.raises(ValueError, match="learning rate"):
         TrainConfig(lr=0)

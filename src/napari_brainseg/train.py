@@ -4,8 +4,8 @@
 :class:`EpochReport` after every epoch, and returns a :class:`TrainResult`. ``train(...)`` runs it
 to the end. Two checkpoints are written atomically after each epoch:
 
-- ``OUT`` (e.g. ``model.pt``): the best epoch so far, by validation Dice (by training loss when
-  there is no validation set);
+- ``OUT`` (e.g. ``model.pt``): the best epoch so far, by validation Dice; without a validation
+  set, the latest epoch (a refit trains exactly the epochs it was given and keeps that model);
 - ``OUT.last.pt``: the latest epoch with optimizer, scheduler and early-stopping state, for
   ``resume``. A run stopped mid-epoch (cancel, crash, power cut) leaves the previous epoch's files
   intact and loadable.
@@ -411,6 +411,8 @@ def iter_training(
         # is progress, not a plateau.
         is_best = score > best_score + 1e-6 or (abs(score - best_score) <= 1e-6
                                                 and monitored_loss < best_loss)
+        if val_loader is None:  # nothing to select on: the model is the one trained to the end
+            is_best = True
         improved = score > best_score + 1e-4 or monitored_loss < best_loss - 1e-4
         if is_best:
             best_score, best_epoch = score, epoch
