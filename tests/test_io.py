@@ -357,3 +357,16 @@ def test_label_values_round_trip_exactly(tmp_path, name, values):
     (back,) = read(tmp_path / name, with_mask=False)
     got = np.asarray(back.data)
     assert sorted({int(v) for v in got.ravel()}) == sorted({0, *values})
+
+
+def test_a_sidecar_file_in_masks_is_not_taken_for_the_mask(tmp_path):
+    from napari_brainseg.io import mask_for
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    img = tmp_path / "images" / "a.png"
+    iio.imwrite(img, np.zeros((16, 16), np.uint8))
+    (tmp_path / "masks" / "a.json").write_text("{}")
+    assert mask_for(img) is None
+    iio.imwrite(tmp_path / "masks" / "a.png", np.zeros((16, 16), np.uint8))
+    assert mask_for(img) == tmp_path / "masks" / "a.png"

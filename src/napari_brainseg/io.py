@@ -101,7 +101,9 @@ def mask_for(image_path: Path) -> Path | None:
             folder = parent.parent / mask_dir
             if folder.is_dir():
                 for candidate in sorted(folder.iterdir()):
-                    if candidate.is_file() and stem(candidate) in (s, f"{s}{MASK_SUFFIX}"):
+                    # Only image formats: a sidecar (a.json, a.txt) is not a mask.
+                    if (candidate.is_file() and suffix_of(candidate)
+                            and stem(candidate) in (s, f"{s}{MASK_SUFFIX}")):
                         return candidate
     return None
 
