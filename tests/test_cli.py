@@ -90,14 +90,25 @@ def test_skull_strip_masked_never_replaces_the_input(tmp_path, capsys):
     assert src.read_bytes() == before and not (tmp_path / "head_mask.tif").exists()
 
 
-def test_skull_strip_masked_skips_when_any_output_exists(tmp_path, capsys):
+def test_skull_strip_masked_keeps_existing_outputs_and_completes_the_rest(tmp_path, capsys):
+    import tifffile
+
     main(["sample-data", str(tmp_path / "in"), "--n", "1", "--size", "96x96", "--skull"])
     img = next((tmp_path / "in" / "images").iterdir())
     (tmp_path / "b_stripped.tif").write_bytes(b"user file")
     assert main(["skull-strip", str(img), str(tmp_path / "b_mask.png"), "--masked"]) == 0
-    assert "exists" in capsys.readouterr().out
+    assert "kept existing b_stripped.tif" in capsys.readouterr().out
     assert (tmp_path / "b_stripped.tif").read_bytes() == b"user file"
-    assert not (tmp_path / "b_mask.png").exists()
+    assert (tmp_path / "b_mask.png").exists()
+    # A run stopped after the mask: the next run writes the stripped image from that mask.
+    (tmp_path / "b_stripped.tif").unlink()
+    mask_bytes = (tmp_path / "b_mask.png").read_bytes()
+    assert main(["skull-strip", str(img), str(tmp_path / "b_mask.png"), "--masked"]) == 0
+    assert (tmp_path / "b_mask.png").read_bytes() == mask_bytes
+    stripped = tifffile.imread(tmp_path / "b_stripped.tif")
+    assert stripped.shape == (96, 96) and (stripped > stripped.min()).any()
+    assert main(["skull-strip", str(img), str(tmp_path / "b_mask.png"), "--masked"]) == 0
+    assert "skipped" in capsys.readouterr().out
 
 
 def test_skull_strip_method_options(tmp_path, capsys):

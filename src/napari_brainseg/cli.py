@@ -127,18 +127,27 @@ def _cmd_skull_strip(args: argparse.Namespace) -> int:
             if clash:
                 raise ValueError(f"output {clash[0]} would replace the input; choose another "
                                  "output name or folder")
-            existing = [o for o in outs if o.exists()]
-            if existing and not args.overwrite:
-                print(f"{path}: skipped, {existing[0]} exists (use --overwrite)")
+            # Existing outputs are kept without --overwrite; a run stopped between the mask and
+            # the stripped image is completed (from the mask on disk) on the next run.
+            keep = set() if args.overwrite else {o for o in outs if o.exists()}
+            if len(keep) == len(outs):
+                print(f"{path}: skipped, {out} exists (use --overwrite)")
                 continue
-            mask = run_skull_strip(vol.data, vol.spacing, mode=args.mode, method=args.method,
-                                   affine=vol.affine, **params)
-            write_labels(out, mask.astype("uint8"), like=vol, spacing=vol.spacing)
-            line = f"{path}: brain {int(mask.sum()):,} voxels -> {out}"
-            if args.masked:
-                masked = outs[1]
-                write_image(masked, apply_mask(vol.data, mask), like=vol, spacing=vol.spacing)
-                line += f", {masked}"
+            if out in keep:
+                mask = next(iter(read(out, with_mask=False))).data > 0
+                if mask.shape != vol.data.shape:
+                    raise ValueError(f"existing mask {out.name} has shape {mask.shape}, not the "
+                                     f"scan's {vol.data.shape}; use --overwrite to redo it")
+            else:
+                mask = run_skull_strip(vol.data, vol.spacing, mode=args.mode,
+                                       method=args.method, affine=vol.affine, **params)
+                write_labels(out, mask.astype("uint8"), like=vol, spacing=vol.spacing)
+            written = [o for o in outs if o not in keep]
+            if args.masked and outs[1] not in keep:
+                write_image(outs[1], apply_mask(vol.data, mask), like=vol, spacing=vol.spacing)
+            line = f"{path}: brain {int(mask.sum()):,} voxels -> {', '.join(map(str, written))}"
+            if keep:
+                line += f" (kept existing {', '.join(o.name for o in sorted(keep))})"
             print(line)
         except ReadError as exc:  # its message names the file
             failed += 1
