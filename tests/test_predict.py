@@ -199,3 +199,14 @@ def test_keep_largest_on_a_volume_keeps_the_whole_3d_tumour():
 def _slice_ids(slices, prob):
     # the fake volume's slice k is filled with the value k
     return [int(s[0, 0]) for s in slices]
+
+
+def test_output_folder_inside_the_input_is_never_segmented_again(tiny_model, tmp_path):
+    write_sample_folder(tmp_path / "in", n=2, shape=(64, 64))
+    args = ["segment", str(tmp_path / "in"), str(tmp_path / "in" / "results"), "--model",
+            str(tiny_model), "-q"]
+    assert main(args) == 0
+    assert main(args) == 0  # the re-run sees the same two scans, not its own outputs
+    rows = list(csv.DictReader(open(tmp_path / "in" / "results" / "results.csv")))
+    assert len(rows) == 2 and all(r["status"] == "skipped" for r in rows)
+    assert not list((tmp_path / "in").rglob("*_tumour_tumour*"))

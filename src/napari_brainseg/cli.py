@@ -267,7 +267,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                               min_area_mm2=args.min_area, keep=args.keep,
                               batch_size=args.batch_size)
         predictor = Predictor.from_checkpoint(args.model, opts, device=args.device)
-        n_inputs = len(list_inputs(args.input))
+        n_inputs = len(list_inputs(args.input, exclude=args.output))
     except (CheckpointError, ValueError, ReadError, FileNotFoundError) as exc:
         _err(str(exc))
         return 2

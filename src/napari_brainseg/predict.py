@@ -382,13 +382,20 @@ CSV_FIELDS = ["file", "status", "output", "tumour_voxels", "tumour_area_mm2",
               "tumour_volume_mm3", "seconds", "dice_vs_mask", "error"]
 
 
-def list_inputs(path: str | Path) -> list[tuple[Path, Path | None]]:
+def list_inputs(path: str | Path,
+                exclude: str | Path | None = None) -> list[tuple[Path, Path | None]]:
     """Inputs of a batch run: ``(scan, ground-truth mask or None)``.
 
     A file is itself; a folder is searched recursively for images (masks by the pairing convention
-    are used as ground truth, never segmented) and DICOM series (one input per folder).
+    are used as ground truth, never segmented) and DICOM series (one input per folder). Anything
+    under ``exclude`` (the run's output folder, when it lies inside the input folder) is left out,
+    so a re-run never segments its own outputs.
     """
     path = Path(path)
+    if exclude is not None and path.is_dir():
+        ex = Path(exclude).resolve()
+        return [(src, gt) for src, gt in list_inputs(path)
+                if not src.resolve().is_relative_to(ex)]
     if path.is_file():
         pairs = find_pairs(path.parent, recursive=False)
         gt = next((p.mask for p in pairs if p.image == path), None)
@@ -504,7 +511,7 @@ def iter_segment_folder(
     root = Path(inputs)
     out_dir = Path(output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    items = list_inputs(root)
+    items = list_inputs(root, exclude=out_dir)
     results: list[FileResult] = []
     csv_at = 0.0
     for k, (src, truth) in enumerate(items):

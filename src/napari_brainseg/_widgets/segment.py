@@ -174,7 +174,7 @@ class BatchSegmentWidget(_WorkerWidget):
             return None
         try:
             predictor = Predictor.from_checkpoint(self.model.path(), _segment_options(self))
-            total = len(list_inputs(src))
+            total = len(list_inputs(src, exclude=dst))
         except ValueError as exc:
             show_error(f"napari-brainseg: {exc}")
             return None
