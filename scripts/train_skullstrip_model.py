@@ -1,8 +1,14 @@
 """Train the 2D skull-strip U-Net (seeded, resumable): real heads, all planes, synthetic variety.
 
-    python scripts/train_skullstrip_model.py                     # the shipped model (all heads)
-    python scripts/train_skullstrip_model.py --exclude itk       # a leave-one-head-out fold
-    python scripts/train_skullstrip_model.py --resume            # go on from OUT.last.pt
+    python scripts/train_skullstrip_model.py --out build/stage1.pt            # stage 1, all heads
+    python scripts/train_skullstrip_model.py --init build/stage1.pt \
+        --steps 500 --lr 1e-3 --hard-weight 3                                # stage 2: shipped
+    python scripts/train_skullstrip_model.py --exclude itk ...               # a LOHO fold
+    python scripts/train_skullstrip_model.py --resume ...                    # go on from .last.pt
+
+The shipped model is stage 1 (1,500 steps, uniform slices) followed by stage 2 (500 steps from
+those weights, slices where the brain is under 30 % of the head drawn 4x as often: the skull
+base, face and top of the head, where stage 1 failed most).
 
 Training heads (../shared/data): Colin27 (BET reference), ITK T1 head and ROBEX T1 head (their
 reference masks), and MRHead with a deepbet pseudo-mask (it has no reference; it is never scored).
@@ -248,6 +254,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--resume", action="store_true", help="go on from OUT.last.pt")
+    ap.add_argument("--init", type=Path, help="start from this model's weights (a second stage)")
+    ap.add_argument("--hard-weight", type=float, default=0.0,
+                    help="sample slices where the brain is under 30 %% of the head (skull base, "
+                    "face, top of the head) 1 + this many times as often (default 0: uniform)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -259,9 +269,17 @@ def main() -> None:
     images, masks = build_bank(heads, args.seed)
     log.info("bank: %d slices from %s (%.0f s)", len(images), heads, time.perf_counter() - t0)
 
+    head_px = (images > 0.12).sum(axis=(1, 2))
+    hard = masks.sum(axis=(1, 2)) < 0.3 * np.maximum(head_px, 1)
+    weights = 1.0 + args.hard_weight * hard
+    weights /= weights.sum()
+    log.info("%d of %d slices count as hard (brain under 30 %% of the head)", hard.sum(), len(hard))
+
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed + 1)
     model = UNet(CONFIG)
+    if args.init is not None:
+        model.load_state_dict(load_checkpoint(args.init).model.state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.steps,
                                                 pct_start=0.05)
@@ -278,12 +296,15 @@ def main() -> None:
     training = {"task": "skull-strip", "canvas": CANVAS, "heads": heads,
                 "excluded": args.exclude, "steps": args.steps, "batch_size": args.batch_size,
                 "lr": args.lr, "seed": args.seed, "bank_slices": len(images),
+                "init": str(args.init) if args.init else None, "hard_weight": args.hard_weight,
                 "script": "scripts/train_skullstrip_model.py"}
     model.train()
     t_start = time.perf_counter() - elapsed
     running = []
     while step < args.steps:
-        x, y = batch(images, masks, rng.integers(0, len(images), args.batch_size), rng)
+        idx = (rng.integers(0, len(images), args.batch_size) if args.hard_weight == 0
+               else rng.choice(len(images), args.batch_size, p=weights))
+        x, y = batch(images, masks, idx, rng)
         loss = loss_fn(model(x), y)
         opt.zero_grad()
         loss.backward()
