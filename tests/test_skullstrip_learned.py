@@ -61,9 +61,14 @@ def test_ras_reorientation_inverts_exactly(codes):
     ornt = nib.orientations.axcodes2ornt(codes)
     affine = nib.orientations.inv_ornt_aff(
         nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), ornt), (5, 6, 7))
-    ras, tr = learned._to_ras(data, affine)
+    ras, back = learned._to_ras(data, affine)
     assert nib.orientations.aff2axcodes(affine) == tuple(codes)
-    np.testing.assert_array_equal(learned._invert_apply(ras, tr), data)
+    np.testing.assert_array_equal(nib.orientations.apply_orientation(ras, back), data)
+    # RAS really is RAS: the reordered array's first axis runs to the Right, and so on.
+    ras_affine = affine @ nib.orientations.inv_ornt_aff(
+        nib.orientations.ornt_transform(nib.orientations.axcodes2ornt(codes),
+                                        nib.orientations.axcodes2ornt("RAS")), data.shape)
+    assert nib.orientations.aff2axcodes(ras_affine) == ("R", "A", "S")
 
 
 def test_ras_order_of_a_display_volume():

@@ -240,9 +240,10 @@ def iter_strip_slices(
 
 
 def _to_ras(volume: np.ndarray, affine: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Reorder ``(Z, Y, X)`` voxels to RAS (deepbet's training orientation); return the ornt.
+    """Reorder ``(Z, Y, X)`` voxels to RAS (deepbet's training orientation).
 
-    Without an affine the package's display order (L, P, I along x, y, z) is assumed.
+    Returns the RAS array and the nibabel orientation transform that takes it back. Without an
+    affine the package's display order (L, P, I along x, y, z) is assumed.
     """
     import nibabel as nib
 
@@ -252,17 +253,10 @@ def _to_ras(volume: np.ndarray, affine: np.ndarray | None) -> tuple[np.ndarray, 
         ornt_src = nib.orientations.axcodes2ornt(tuple(reversed(DISPLAY_AXCODES)))
     else:
         ornt_src = nib.orientations.io_orientation(np.asarray(affine, float))
-    ornt = nib.orientations.ornt_transform(ornt_src, nib.orientations.axcodes2ornt("RAS"))
-    return nib.orientations.apply_orientation(volume, ornt), ornt
-
-
-def _invert_ornt(ornt: np.ndarray) -> np.ndarray:
-    """Inverse of a nibabel orientation transform (axis permutation plus flips)."""
-    ornt = np.asarray(ornt, float)
-    inv = np.zeros_like(ornt)
-    for src_axis, (dst_axis, flip) in enumerate(ornt):
-        inv[int(dst_axis)] = (src_axis, flip)
-    return inv
+    ras = nib.orientations.axcodes2ornt("RAS")
+    forward = nib.orientations.ornt_transform(ornt_src, ras)
+    back = nib.orientations.ornt_transform(ras, ornt_src)
+    return nib.orientations.apply_orientation(volume, forward), back
 
 
 @functools.lru_cache(maxsize=1)
@@ -309,7 +303,7 @@ def strip_volume(volume: np.ndarray, affine: np.ndarray | None = None,
     if volume.ndim != 3:
         raise ValueError(f"the 3D skull strip takes a (Z, Y, X) volume, got shape {volume.shape}")
     bet = _deepbet()
-    ras, ornt = _to_ras(volume, affine)
+    ras, back = _to_ras(volume, affine)
     try:
         with torch.inference_mode():
             soft = bet.run_model(np.ascontiguousarray(ras))  # type: ignore[attr-defined]
@@ -317,10 +311,6 @@ def strip_volume(volume: np.ndarray, affine: np.ndarray | None = None,
     except (AssertionError, ValueError) as exc:
         raise ValueError(f"the learned skull strip found no head in this volume ({exc}); "
                          "check that it is a head scan, or use the classical method") from exc
-    return np.ascontiguousarray(_invert_apply(mask.astype(bool), ornt))
-
-
-def _invert_apply(mask: np.ndarray, ornt: np.ndarray) -> np.ndarray:
     import nibabel as nib
 
-    return nib.orientations.apply_orientation(mask, _invert_ornt(ornt))
+    return np.ascontiguousarray(nib.orientations.apply_orientation(mask.astype(bool), back))
