@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from napari_brainseg.cli import main
 
@@ -128,3 +129,16 @@ def test_train_never_replaces_a_model_silently(tmp_path, capsys):
     code = main(["train", str(tmp_path / "d"), "--out", str(out), "--epochs", "1"])
     assert code == 2 and "--overwrite" in capsys.readouterr().err
     assert out.read_bytes() == b"my precious model"
+
+
+@pytest.mark.parametrize("command", ["skull-strip", "train", "segment", "study"])
+def test_every_option_in_help_says_what_it_does(command, capsys):
+    import argparse
+
+    from napari_brainseg.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    bare = [a.option_strings[-1] for a in sub.choices[command]._actions
+            if a.option_strings and not a.help]
+    assert bare == [], f"options without help text: {bare}"

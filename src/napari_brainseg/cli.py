@@ -406,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="mask file (e.g. brain.nii.gz) or output folder")
     p.add_argument("--masked", action="store_true", help="also write the skull-stripped image")
     p.add_argument("--mode", choices=["auto", "3d", "slices"], default="auto",
-                   help="auto: 3D for volumes, 2D for slices; slices: each slice on its own")
+                   help="auto: 3D for volumes, 2D for slices; slices: each slice on its own "
+                   "(default auto)")
     p.add_argument("--method", choices=["learned", "classical"], default="learned",
                    help="learned: deepbet for volumes, the built-in 2D U-Net for slices; "
                    "classical: thresholds and morphology (default learned)")
@@ -425,28 +426,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="training folder")
     p.add_argument("--out", required=True, help="best-model checkpoint (e.g. model.pt)")
     p.add_argument("--loss", default="dice+bce",
-                   choices=["bce", "dice", "focal", "tversky", "dice+bce", "dice+focal"])
+                   choices=["bce", "dice", "focal", "tversky", "dice+bce", "dice+focal"],
+                   help="training loss (default dice+bce)")
     p.add_argument("--alpha", type=float, default=None,
                    help="focal: tumour weight (none = unweighted); tversky: FP weight (0.3)")
     p.add_argument("--gamma", type=float, default=2.0, help="focal gamma (default 2)")
     p.add_argument("--beta", type=float, default=None, help="tversky FN weight (1 - alpha)")
     p.add_argument("--pos-weight", type=float, default=None, help="BCE tumour weight")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=30, help="maximum epochs (default 30)")
+    p.add_argument("--batch-size", type=int, default=8, help="slices per batch (default 8)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--val-split", type=float, default=0.2,
                    help="fraction of patients/volumes held out for validation (default 0.2)")
-    p.add_argument("--patch-size", type=int, default=256)
-    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--patch-size", type=int, default=256,
+                   help="square training crops, pixels (default 256)")
+    p.add_argument("--no-augment", action="store_true", help="no flips, rotations or intensity "
+                   "changes during training")
     p.add_argument("--patience", type=int, default=10, help="early stopping (0: never)")
     p.add_argument("--base-filters", type=int, default=16, help="U-Net width (study: 16)")
     p.add_argument("--init", default=None, help="fine-tune from this checkpoint")
     p.add_argument("--resume", default=None, help="continue from a .last.pt checkpoint")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out model and its .last.pt")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--deterministic", action="store_true")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic algorithms only (slower; same weights on every run)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="where to train (default auto: CUDA, then MPS, then CPU)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
@@ -460,16 +466,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skull-strip", action="store_true",
                    help="strip the skull first; no tumour is reported outside the brain")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x slower)")
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="tumour probability above which a pixel is tumour (default 0.5)")
     p.add_argument("--min-area", type=float, default=10.0,
                    help="remove components smaller than this many mm² per slice (default 10)")
-    p.add_argument("--keep", choices=["all", "largest"], default="all")
+    p.add_argument("--keep", choices=["all", "largest"], default="all",
+                   help="all tumour components, or only the largest (3D for volumes; default all)")
     p.add_argument("--axis", type=int, default=0, choices=[0, 1, 2],
                    help="slice volumes along this axis (0: axial in display orientation)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="slices per forward pass (default 8; a CPU runs one at a time)")
     p.add_argument("--overlays", action="store_true", help="also write OUTPUT/overlays/*.png")
     p.add_argument("--overwrite", action="store_true", help="redo files already segmented")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="where to run the model (default auto: CUDA, then MPS, then CPU)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_segment)
 
@@ -493,11 +503,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: sqlite in the study folder)")
     p.add_argument("--worker", action="store_true",
                    help="join a study other processes or machines run on the same --storage")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--patch-size", type=int, default=None)
-    p.add_argument("--base-filters", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=None, help="slices per batch (default 8)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="centre of the tuned learning-rate range lr/3..3 lr (default 1e-3)")
+    p.add_argument("--patch-size", type=int, default=None,
+                   help="square training crops, pixels (default 256; quick preset 128)")
+    p.add_argument("--base-filters", type=int, default=None,
+                   help="U-Net width (default 16 as in the study; quick preset 8)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--quick", action="store_true",
                    help="CPU preset for trying it out: bce vs focal, width 8, 30 epochs, 128 px")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
