@@ -64,6 +64,25 @@ def prepare(out: Path, exclude: list[str]) -> None:
     print("wrote", out, f"{out.stat().st_size / 1e6:.1f} MB:", [h.name for h in heads])
 
 
+#: Where the built-in model lives (napari_brainseg.predict.BUILTIN_MODEL).
+BUILTIN = ROOT / "src" / "napari_brainseg" / "models" / "tumour_unet.pt"
+#: The enhancement check: a component whose 90th-percentile intensity is under this multiple of
+#: the white matter's is dropped. Chosen on the training heads: their healthy structures that the
+#: model marked (brainstem, thalamus, basal ganglia) reached at most 1.42 x.
+MIN_ENHANCEMENT = 1.5
+
+
+def install(src: Path) -> None:
+    ck = load_checkpoint(src)
+    training = dict(ck.training)
+    if training.get("task") != "tumour":
+        raise SystemExit(f"{src} is not a tumour model from this script")
+    training["min_enhancement"] = MIN_ENHANCEMENT
+    training["builtin"] = True
+    save_checkpoint(BUILTIN, ck.model, ck.normalisation, training, ck.metrics)
+    print("installed", src, "as", BUILTIN, f"({BUILTIN.stat().st_size / 1e6:.1f} MB)")
+
+
 class SynthStream(torch.utils.data.IterableDataset):
     """Endless synthetic (image, mask) pairs, normalised like inference."""
 
@@ -108,10 +127,16 @@ def main() -> None:
                          "done; rerun with --steps N to reproduce); 0 = no limit")
     ap.add_argument("--save-every", type=int, default=200)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--install", type=Path, metavar="CHECKPOINT",
+                    help="make CHECKPOINT the built-in model (adds the inference settings) "
+                         "and stop")
     ap.add_argument("--init", type=Path, help="start from this checkpoint's weights (fine-tune)")
     args = ap.parse_args()
     if args.prepare:
         prepare(args.heads, args.exclude)
+        return
+    if args.install:
+        install(args.install)
         return
     torch.manual_seed(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -8,7 +8,7 @@ import pytest
 from napari_brainseg.cli import main
 from napari_brainseg.metrics import confusion, scores
 from napari_brainseg.predict import (
-    DEMO_MODEL,
+    BUILTIN_MODEL,
     Predictor,
     SegmentOptions,
     iter_segment_folder,
@@ -154,10 +154,14 @@ def test_bad_model_path_exits_2(tmp_path, capsys):
     assert "no such checkpoint" in capsys.readouterr().err
 
 
-def test_demo_model_ships_and_segments_held_out_phantoms():
-    assert DEMO_MODEL.is_file() and DEMO_MODEL.stat().st_size < 5_000_000
+def test_builtin_model_ships_with_its_card_and_segments_held_out_phantoms():
+    assert BUILTIN_MODEL.is_file() and BUILTIN_MODEL.stat().st_size < 10_000_000
     pred = Predictor.from_checkpoint("demo")
-    assert "demo" in pred.checkpoint.training  # says it is for demonstration only
+    training = pred.checkpoint.training
+    assert training["task"] == "tumour" and training["contrast"] == "contrast-enhanced T1"
+    assert "synthetic" in training["model_card"] and "not a clinical" in training["model_card"]
+    assert pred.pixel_mm == 1.0 and pred.min_enhancement == 1.5
+    assert "mrhead" not in training["heads"]  # MRHead stays held out
     pairs = []
     for s in range(3):  # seeds far from the training seeds, with and without skull
         ph = make_phantom((256, 256), ["meningioma", "glioma", "pituitary"][s], seed=77_000 + s,
@@ -189,7 +193,7 @@ def test_keep_largest_on_a_volume_keeps_the_whole_3d_tumour():
     prob[5, 2:15, 5:10] = 0.9
     prob[2, 17:19, 17:19] = 0.9  # a separate speck: not the largest in 3D
     p = _predictor_with(SegmentOptions(min_area_mm2=0, keep="largest", batch_size=2))
-    p.probability = lambda slices: [prob[k] for k in _slice_ids(slices, prob)]
+    p.probability = lambda slices, spacing=None: [prob[k] for k in _slice_ids(slices, prob)]
     res = p.segment_volume(np.zeros_like(prob) + np.arange(6)[:, None, None])
     expected = prob > 0.5
     expected[2, 17:19, 17:19] = False
@@ -210,3 +214,74 @@ def test_output_folder_inside_the_input_is_never_segmented_again(tiny_model, tmp
     rows = list(csv.DictReader(open(tmp_path / "in" / "results" / "results.csv")))
     assert len(rows) == 2 and all(r["status"] == "skipped" for r in rows)
     assert not list((tmp_path / "in").rglob("*_tumour_tumour*"))
+
+
+def test_a_fixed_pixel_size_model_gets_slices_resampled_and_answers_on_their_grid(tiny_model):
+    pred = Predictor.from_checkpoint(tiny_model)
+    assert pred.pixel_mm is None  # a user's model sees slices as they are
+    img = make_phantom((64, 96), "glioma", seed=3, skull=False).image
+    assert pred._grid_size([img], (0.5, 0.5)) is None
+    pred.pixel_mm = 1.0
+    assert pred._grid_size([img], (0.5, 0.5)) == (32, 48)
+    assert pred._grid_size([img], (2.0, 1.0)) == (128, 96)
+    assert pred._grid_size([img], (1.0, 1.0)) is None
+    prob = pred.probability([img], (0.5, 0.5))
+    assert prob.shape == (1, 64, 96) and np.isfinite(prob).all()
+    # unknown pixel size: guessed from the head's extent (190 mm across its longer side)
+    head = np.zeros((200, 200), np.float32)
+    head[50:150, 20:180] = 100
+    assert _approx(pred._grid_size([head], None), (238, 238))
+
+
+def _approx(a, b, tol=2):
+    return a is not None and all(abs(x - y) <= tol for x, y in zip(a, b, strict=True))
+
+
+def test_components_that_do_not_enhance_are_dropped(tiny_model):
+    pred = Predictor.from_checkpoint(tiny_model)
+    img = np.full((60, 60), 100.0, np.float32)  # white matter at 100
+    brain = np.zeros_like(img, bool)
+    brain[5:55, 5:55] = True
+    mask = np.zeros(img.shape, np.uint8)
+    mask[10:20, 10:20] = 1
+    img[10:20, 10:20] = 120  # 1.2 x white matter: not enhancing
+    mask[30:40, 30:40] = 1
+    img[30:40, 30:40] = 180  # 1.8 x: enhancing
+    assert pred.drop_unenhanced(mask, img, brain) == (mask, 0)  # check off for user models
+    pred.min_enhancement = 1.5
+    out, dropped = pred.drop_unenhanced(mask, img, brain)
+    assert dropped == 1 and out[15, 15] == 0 and out[35, 35] == 1
+    assert pred.drop_unenhanced(mask, img, None)[1] == 0  # no brain mask: nothing to compare
+
+
+def test_segment_scan_strips_volumes_by_default_but_not_single_slices(tiny_model, monkeypatch):
+    import napari_brainseg.skullstrip as ss
+    from napari_brainseg.predict import iter_segment_scan, segment_scan
+
+    calls = []
+
+    def fake_strip(image, spacing, **kw):
+        calls.append(np.ndim(image))
+        return np.ones(np.shape(image), bool)
+
+    monkeypatch.setattr(ss, "run_skull_strip", fake_strip)
+    pred = Predictor.from_checkpoint(tiny_model)
+    img = make_phantom((64, 64), "glioma", seed=4, skull=False).image
+    assert segment_scan(pred, img, (1.0, 1.0)).brain is None and calls == []
+    assert segment_scan(pred, img, (1.0, 1.0), skull_strip=True).brain is not None
+    vol = np.stack([img] * 10)
+    steps = list(iter_segment_scan(pred, vol, (1.0, 1.0, 1.0)))
+    assert calls == [2, 3] and steps[-1] == (11, 11) and steps[0] == (0, 11)
+    given = np.zeros(vol.shape, bool)
+    res = segment_scan(pred, vol, (1.0, 1.0, 1.0), brain_mask=given)
+    assert calls == [2, 3] and res.voxels == 0 and res.brain is None  # a given mask is used
+
+
+def test_largest_lesion_centre():
+    from napari_brainseg.predict import largest_lesion_centre
+
+    m = np.zeros((20, 30, 30), np.uint8)
+    assert largest_lesion_centre(m) is None
+    m[2:4, 2:4, 2:4] = 1
+    m[10:17, 5:9, 20:26] = 1
+    assert largest_lesion_centre(m) == (13, 6, 22)

@@ -283,6 +283,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             bar.update(1)
             if r.status == "failed":
                 tqdm.write(f"brainseg: error: {r.error}", file=sys.stderr)
+            elif r.status == "ok" and r.error:
+                tqdm.write(f"brainseg: note: {r.source.name}: {r.error}", file=sys.stderr)
     width = max(len(str(r.source)) for r in results)
     print(f"{'file':{width}s}  status   tumour          Dice   seconds")
     for r in results:
@@ -462,9 +464,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="scan file, DICOM series folder, or a folder (recursive)")
     p.add_argument("output", help="output folder")
     p.add_argument("--model", default="demo",
-                   help="checkpoint file, or 'demo' for the built-in demo model (default)")
-    p.add_argument("--skull-strip", action="store_true",
-                   help="strip the skull first; no tumour is reported outside the brain")
+                   help="checkpoint file, or 'demo' for the built-in model (default; trained on "
+                        "synthetic tumours in contrast-enhanced T1, see the README's model card)")
+    p.add_argument("--skull-strip", action=argparse.BooleanOptionalAction, default=None,
+                   help="strip the skull first (learned skull strip), so that no tumour is "
+                        "reported in the eyes, scalp or vessels outside the brain (default: "
+                        "volumes yes, single 2D slices no; --no-skull-strip for volumes that "
+                        "are already stripped)")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x slower)")
     p.add_argument("--threshold", type=float, default=0.5,
                    help="tumour probability above which a pixel is tumour (default 0.5)")

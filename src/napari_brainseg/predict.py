@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from scipy import ndimage as ndi
+from torch.nn import functional as F  # noqa: N812
 
 from .io import (
     DICOM_SUFFIXES,
@@ -44,13 +45,15 @@ from .io import (
 )
 from .metrics import Counts, confusion, scores
 from .model import Checkpoint, UNet, load_checkpoint
-from .preprocess import normalise
+from .preprocess import contrast_warning, estimate_pixel_mm, normalise
 from .progress import drain
 
 log = logging.getLogger(__name__)
 
-#: The built-in demo model (trained on synthetic data by scripts/train_demo_model.py).
-DEMO_MODEL = Path(__file__).resolve().parent / "models" / "demo_unet.pt"
+#: The built-in tumour model (synthetic CE-T1 tumours on real heads, scripts/train_tumour_model.py).
+BUILTIN_MODEL = Path(__file__).resolve().parent / "models" / "tumour_unet.pt"
+#: Names that select it wherever a checkpoint path is expected.
+BUILTIN_NAMES = ("demo", "builtin")
 
 
 @dataclass(frozen=True)
@@ -171,20 +174,32 @@ class Predictor:
         self.normalisation = normalisation
         self.options = options or SegmentOptions()
         self.checkpoint: Checkpoint | None = None
+        #: Pixel size (mm) the model works on, or None to feed slices at their own pixel size
+        #: (models trained by ``brainseg train`` on the user's own slices).
+        self.pixel_mm: float | None = None
+        #: For contrast-enhanced T1 models: a tumour component whose 90th-percentile intensity
+        #: is below this multiple of the white matter's (the brain's 80th percentile) does not
+        #: enhance and is dropped (needs a brain mask). None: no such check.
+        self.min_enhancement: float | None = None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path = "demo", options: SegmentOptions | None = None,
                         device: str = "auto") -> Predictor:
-        """Load a checkpoint file, or ``"demo"`` for the built-in demo model."""
-        p = DEMO_MODEL if str(path) == "demo" else Path(path)
-        if str(path) == "demo" and not p.is_file():
+        """Load a checkpoint file, or ``"demo"`` / ``"builtin"`` for the built-in model."""
+        builtin = str(path) in BUILTIN_NAMES
+        p = BUILTIN_MODEL if builtin else Path(path)
+        if builtin and not p.is_file():
             raise FileNotFoundError(
-                f"the built-in demo model is missing ({p}); reinstall napari-brainseg or run "
-                "scripts/train_demo_model.py"
+                f"the built-in model is missing ({p}); reinstall napari-brainseg or run "
+                "scripts/train_tumour_model.py"
             )
         ck = load_checkpoint(p)
         pred = cls(ck.model, ck.normalisation, options, device)
         pred.checkpoint = ck
+        pixel_mm = ck.training.get("pixel_mm")
+        pred.pixel_mm = float(pixel_mm) if isinstance(pixel_mm, (int, float)) else None
+        ratio = ck.training.get("min_enhancement")
+        pred.min_enhancement = float(ratio) if isinstance(ratio, (int, float)) else None
         return pred
 
     # -- probabilities
@@ -224,10 +239,45 @@ class Predictor:
                         norm[0, :, y:y + th, xx:xx + tw] += weight
         return out / norm
 
-    def probability(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """Tumour probability of same-shape 2D slices: ``(N, Y, X)`` float32."""
+    def _grid_size(self, images: Sequence[np.ndarray], spacing: Sequence[float] | None,
+                   ) -> tuple[int, int] | None:
+        """The slices' shape on the model's pixel grid, or None when no resampling is needed.
+
+        Without a known pixel size (``spacing`` None: PNG, JPEG, TIFF, .mat) the pixel size is
+        guessed from the head's extent in the middle slice (:func:`estimate_pixel_mm`).
+        """
+        if self.pixel_mm is None:
+            return None
+        h, w = images[0].shape
+        if spacing is None:
+            sy = sx = estimate_pixel_mm(images[len(images) // 2])
+        else:
+            sy, sx = (float(v) for v in spacing)
+        size = (max(16, round(h * sy / self.pixel_mm)), max(16, round(w * sx / self.pixel_mm)))
+        return None if size == (h, w) else size
+
+    def probability(self, images: Sequence[np.ndarray],
+                    spacing: Sequence[float] | None = None) -> np.ndarray:
+        """Tumour probability of same-shape 2D slices: ``(N, Y, X)`` float32.
+
+        ``spacing`` is the slices' pixel size in mm (None: unknown); it matters only for a
+        model that works on a fixed pixel size (``pixel_mm``, e.g. the built-in model), which
+        gets every slice resampled to its grid and the probabilities resampled back.
+        """
         arr = np.stack([normalise(im, self.normalisation) for im in images])[:, None]
         x = torch.from_numpy(arr).to(self.device)
+        grid = self._grid_size(images, spacing)
+        shape = tuple(x.shape[-2:])
+        with torch.inference_mode():
+            if grid is not None:
+                x = F.interpolate(x, size=grid, mode="bilinear", align_corners=False,
+                                  antialias=grid[0] < shape[0])
+            prob = self._probability_tta(x)
+            if grid is not None:
+                prob = F.interpolate(prob, size=shape, mode="bilinear", align_corners=False)
+        return prob[:, 0].float().cpu().numpy()
+
+    def _probability_tta(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             if not self.options.tta:
                 prob = self._forward(x)
@@ -238,7 +288,7 @@ class Predictor:
                     p = self._forward(xf)
                     prob += p.flip(dims) if dims else p
                 prob /= 4
-        return prob[:, 0].float().cpu().numpy()
+        return prob
 
     # -- masks
     def postprocess(self, prob: np.ndarray, spacing: Sequence[float] | None = None,
@@ -270,12 +320,17 @@ class Predictor:
         return mask.astype(np.uint8)
 
     def segment_slice(self, image: np.ndarray, spacing: Sequence[float] | None = None,
-                      brain_mask: np.ndarray | None = None) -> SliceResult:
-        """Segment one ``(Y, X)`` slice."""
+                      brain_mask: np.ndarray | None = None,
+                      geometry_known: bool = True) -> SliceResult:
+        """Segment one ``(Y, X)`` slice.
+
+        ``geometry_known=False`` says ``spacing`` is a placeholder (a PNG's 1 x 1): a model with
+        a fixed pixel size then guesses the pixel size from the head (see :meth:`probability`).
+        """
         image = np.asarray(image)
         if image.ndim != 2:
             raise ValueError(f"segment_slice needs a (Y, X) slice, got shape {image.shape}")
-        prob = self.probability([image])[0]
+        prob = self.probability([image], spacing if geometry_known else None)[0]
         if brain_mask is not None:
             prob = prob * np.asarray(brain_mask, bool)
         return SliceResult(self.postprocess(prob, spacing, brain_mask), prob)
@@ -287,6 +342,7 @@ class Predictor:
         axis: int = 0,
         brain_mask: np.ndarray | None = None,
         keep_probability: bool = False,
+        geometry_known: bool = True,
     ) -> Generator[tuple[int, int], None, VolumeResult]:
         """Segment a ``(Z, Y, X)`` volume slice by slice along ``axis`` in batches.
 
@@ -295,7 +351,7 @@ class Predictor:
         volume = np.asarray(volume)
         if volume.ndim == 2:
             yield 0, 1
-            res = self.segment_slice(volume, spacing, brain_mask)
+            res = self.segment_slice(volume, spacing, brain_mask, geometry_known)
             yield 1, 1
             n, size, unit = tumour_size(res.mask, spacing)
             return VolumeResult(res.mask, res.probability if keep_probability else None, n,
@@ -315,7 +371,8 @@ class Predictor:
         for start in range(0, total, bs):
             idx = range(start, min(start + bs, total))
             slices = [np.take(volume, i, axis) for i in idx]
-            probs = self.probability(slices)
+            probs = self.probability(slices, sp2 if geometry_known and spacing is not None
+                                     else None)
             for i, p in zip(idx, probs, strict=True):
                 bm = None if brain_mask is None else np.take(brain_mask, i, axis)
                 if bm is not None:
@@ -335,6 +392,112 @@ class Predictor:
                        **kwargs: Any) -> VolumeResult:
         """Run :meth:`iter_segment_volume` to the end."""
         return drain(self.iter_segment_volume(volume, spacing, **kwargs))
+
+    def drop_unenhanced(self, mask: np.ndarray, image: np.ndarray,
+                        brain: np.ndarray | None) -> tuple[np.ndarray, int]:
+        """Remove components that do not enhance (see :attr:`min_enhancement`).
+
+        Returns the new mask and the number of components removed. Without a brain mask, or
+        for a model without the check, the mask is returned unchanged.
+        """
+        if self.min_enhancement is None or brain is None or not mask.any():
+            return mask, 0
+        inside = np.asarray(image, np.float32)[np.asarray(brain, bool)]
+        if inside.size < 100:
+            return mask, 0
+        wm = float(np.percentile(inside, 80))
+        labels, n = ndi.label(mask)
+        keep = np.zeros(n + 1, bool)
+        img = np.asarray(image, np.float32)
+        for i, sl in enumerate(ndi.find_objects(labels), start=1):
+            vals = img[sl][labels[sl] == i]
+            keep[i] = float(np.percentile(vals, 90)) >= self.min_enhancement * wm
+        out = keep[labels].astype(np.uint8)
+        return out, int(n - keep[1:].sum())
+
+
+@dataclass(frozen=True)
+class ScanResult(VolumeResult):
+    """A :class:`VolumeResult` plus what the pipeline found on the way.
+
+    The brain mask it made (None when one was given or none was made), the number of non-enhancing components dropped, and a warning when the
+    scan does not look like the contrast the model was trained for.
+    """
+
+    brain: np.ndarray | None = None
+    dropped: int = 0
+    warning: str | None = None
+
+
+def iter_segment_scan(
+    predictor: Predictor,
+    image: np.ndarray,
+    spacing: Sequence[float] | None = None,
+    *,
+    affine: np.ndarray | None = None,
+    geometry_known: bool = True,
+    brain_mask: np.ndarray | None = None,
+    skull_strip: bool | None = None,
+    axis: int = 0,
+    keep_probability: bool = False,
+) -> Generator[tuple[int, int], None, ScanResult]:
+    """The whole default pipeline for one scan: brain mask, tumour model, enhancement check.
+
+    Without a ``brain_mask`` the learned skull strip runs first when ``skull_strip`` is True,
+    or when it is None (auto, the default) and the image is a volume: deepbet then keeps the
+    eyes, scalp, fat and vessels outside the brain from being called tumour (measured in
+    ``benchmarks/real_scans.py``). Single 2D slices are not stripped unless asked: the 2D
+    strip is less reliable than the 3D one and fails on already-stripped slices. Yields
+    ``(done, total)`` steps (the skull strip counts as a tenth of the work) and returns a
+    :class:`ScanResult`.
+    """
+    image = np.asarray(image)
+    if skull_strip is None:
+        skull_strip = image.ndim == 3
+    n_slices = image.shape[axis] if image.ndim == 3 else 1
+    strip_steps = max(1, n_slices // 10)
+    total = n_slices + (strip_steps if brain_mask is None and skull_strip else 0)
+    brain = None if brain_mask is None else np.asarray(brain_mask, bool)
+    stripped = False
+    if brain is None and skull_strip:
+        from .skullstrip import run_skull_strip
+
+        yield 0, total
+        brain = run_skull_strip(image, spacing, affine=affine)
+        stripped = True
+        yield strip_steps, total
+    done0 = total - n_slices
+    gen = predictor.iter_segment_volume(image, spacing, axis=axis, brain_mask=brain,
+                                        keep_probability=keep_probability,
+                                        geometry_known=geometry_known)
+    while True:
+        try:
+            d, _ = next(gen)
+        except StopIteration as stop:
+            result: VolumeResult = stop.value
+            break
+        yield done0 + d, total
+    mask, dropped = predictor.drop_unenhanced(result.mask, image, brain)
+    n, size, unit = tumour_size(mask, spacing)
+    warning = None
+    if predictor.min_enhancement is not None and brain is not None:  # a CE-T1 model
+        warning = contrast_warning(image, brain, tuple(spacing) if spacing else None)
+    return ScanResult(mask, result.probability, n, size, unit, brain if stripped else None,
+                      dropped, warning)
+
+
+def segment_scan(predictor: Predictor, image: np.ndarray,
+                 spacing: Sequence[float] | None = None, **kwargs: Any) -> ScanResult:
+    """Run :func:`iter_segment_scan` to the end."""
+    return drain(iter_segment_scan(predictor, image, spacing, **kwargs))
+
+
+def largest_lesion_centre(mask: np.ndarray) -> tuple[int, ...] | None:
+    """Voxel index of the centre of the largest connected lesion (None if the mask is empty)."""
+    if not np.any(mask):
+        return None
+    big = _largest_component(np.asarray(mask) > 0)
+    return tuple(int(round(c)) for c in ndi.center_of_mass(big))
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
@@ -490,7 +653,7 @@ def iter_segment_folder(
     inputs: str | Path,
     output: str | Path,
     predictor: Predictor,
-    skull_strip: bool = False,
+    skull_strip: bool | None = None,
     overwrite: bool = False,
     overlays: bool = False,
     axis: int = 0,
@@ -541,22 +704,13 @@ def iter_segment_folder(
 
 
 def _segment_loaded(src: Path, dest: Path, vols: list[Volume], gt: np.ndarray | None,
-                    predictor: Predictor, skull_strip: bool, overlays: bool, out_dir: Path,
-                    axis: int, t0: float) -> tuple[FileResult, Callable[[], None]]:
+                    predictor: Predictor, skull_strip: bool | None, overlays: bool,
+                    out_dir: Path, axis: int, t0: float) -> tuple[FileResult, Callable[[], None]]:
     """Segment one read input; return its result and the function that writes its outputs."""
     image: Volume = next(v for v in vols if v.kind == "image")
-    brain = None
-    if skull_strip:
-        from .skullstrip import run_skull_strip
-
-        brain = run_skull_strip(image.data, image.spacing, affine=image.affine)
-    if image.ndim == 3:
-        result = predictor.segment_volume(image.data, image.spacing, axis=axis,
-                                          brain_mask=brain)
-        mask, n, size, unit = result.mask, result.voxels, result.size_mm, result.unit
-    else:
-        mask = predictor.segment_slice(image.data, image.spacing, brain).mask
-        n, size, unit = tumour_size(mask, image.spacing)
+    res = segment_scan(predictor, image.data, image.spacing, affine=image.affine,
+                       geometry_known=image.has_geometry, skull_strip=skull_strip, axis=axis)
+    mask, n, size, unit = res.mask, res.voxels, res.size_mm, res.unit
     if gt is None and len(vols) > 1 and vols[1].kind == "labels":
         gt = vols[1].data  # figshare .mat carries its mask
     dice = counts = None
@@ -567,6 +721,8 @@ def _segment_loaded(src: Path, dest: Path, vols: list[Volume], gt: np.ndarray | 
     elif gt is not None:
         note = (f"ground-truth mask of shape {np.shape(gt)} does not match the scan "
                 f"{mask.shape}; no Dice")
+    if res.warning:
+        note = f"{note}; {res.warning}" if note else res.warning
 
     def save() -> None:
         write_labels(dest, mask, like=image, spacing=image.spacing)

@@ -96,6 +96,14 @@ class Volume:
         """Number of spatial axes (2 or 3)."""
         return self.data.ndim
 
+    @property
+    def has_geometry(self) -> bool:
+        """True when ``spacing`` came from the file (NIfTI, DICOM).
+
+        False for a placeholder 1 mm (PNG, JPEG, TIFF, figshare .mat).
+        """
+        return self.affine is not None or bool(self.metadata.get("pixel_spacing"))
+
 
 # --------------------------------------------------------------------------- helpers
 

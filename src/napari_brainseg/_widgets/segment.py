@@ -14,16 +14,18 @@ from magicgui.widgets import (
     create_widget,
 )
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_warning
 
 from ._base import _grey_data, _layer_scale, _WorkerWidget
 from .train import RECENT_MODELS
 
 # --------------------------------------------------------------------------- segmentation
 
-DEMO_CHOICE = "built-in demo model"
+DEMO_CHOICE = "built-in model (CE-T1)"
 TABLE_COLUMNS = ["file", "status", "tumour", "Dice", "seconds", "error"]
 FILE_CHOICE = "checkpoint file below"
+#: Skull strip before segmenting (when no brain mask layer is chosen): auto strips volumes only.
+SKULL_CHOICES = {"volumes only (auto)": None, "always": True, "never": False}
 
 
 def _columns(rows: list[list[str]]) -> dict[str, list[str]]:
@@ -90,12 +92,14 @@ class SegmentWidget(_WorkerWidget):
                                    options={"nullable": True})
         self.model = _ModelPicker()
         self.axis = SpinBox(value=0, min=0, max=2, label="slice axis (volumes)")
+        self.skull = ComboBox(choices=SKULL_CHOICES, value=SKULL_CHOICES[0],
+                              label="skull strip first")
         self.show_prob = CheckBox(value=False, text="also add the probability map")
         self.extend([self.image, self.brain, self.model, *_option_widgets(self), self.axis,
-                     self.show_prob, *self._controls()])
+                     self.skull, self.show_prob, *self._controls()])
 
     def _segment_job(self) -> Any:
-        from napari_brainseg.predict import Predictor
+        from napari_brainseg.predict import Predictor, iter_segment_scan
 
         layer = self.image.value
         data = _grey_data(layer, "segmenting")
@@ -116,17 +120,28 @@ class SegmentWidget(_WorkerWidget):
         scale = _layer_scale(layer)
         axis = int(self.axis.value)
         keep_prob = bool(self.show_prob.value)
+        skull = SKULL_CHOICES[self.skull.value]
         name, meta, full_scale = layer.name, dict(layer.metadata), layer.scale
+        affine = meta.get("affine")
+        affine = np.asarray(affine) if affine is not None else None
 
         def job() -> Any:
-            return (yield from predictor.iter_segment_volume(
-                data, scale, axis=axis, brain_mask=brain, keep_probability=keep_prob))
+            return (yield from iter_segment_scan(
+                predictor, data, scale, affine=affine, geometry_known=affine is not None,
+                brain_mask=brain, skull_strip=skull, axis=axis, keep_probability=keep_prob))
 
         def done(result: Any) -> None:
             if result is None:
                 return
-            self.viewer.add_labels(result.mask, name=f"{name} tumour", scale=full_scale,
-                                   metadata=meta, opacity=0.6)
+            layer = self.viewer.add_labels(result.mask, name=f"{name} tumour",
+                                           scale=full_scale, metadata=meta, opacity=0.6)
+            if result.brain is not None:
+                self.viewer.add_labels(result.brain.astype(np.uint8), name=f"{name} brain",
+                                       scale=full_scale, metadata=meta, opacity=0.25,
+                                       visible=False)
+            show_largest_lesion(self.viewer, layer, result.mask)
+            if result.warning:
+                show_warning(f"napari-brainseg: {result.warning}")
             if keep_prob and result.probability is not None:
                 self.viewer.add_image(result.probability, name=f"{name} tumour probability",
                                       scale=full_scale, colormap="magma", blending="additive",
@@ -136,6 +151,21 @@ class SegmentWidget(_WorkerWidget):
                                  f"({result.voxels:,} voxels)")
 
         return job(), done
+
+
+def show_largest_lesion(viewer: napari.viewer.Viewer, layer: Labels, mask: np.ndarray) -> None:
+    """Move the viewer to the centre slice of the largest lesion and select its layer."""
+    from napari_brainseg.predict import largest_lesion_centre
+
+    centre = largest_lesion_centre(mask)
+    viewer.layers.selection.active = layer
+    if centre is None or mask.ndim < 3:
+        return
+    world = [c * s + t for c, s, t in zip(centre, layer.scale, layer.translate, strict=False)]
+    lead = viewer.dims.ndim - mask.ndim
+    for ax in viewer.dims.not_displayed:  # the sliders; the displayed plane stays as it is
+        if 0 <= ax - lead < mask.ndim:
+            viewer.dims.set_point(ax, world[ax - lead])
 
 
 class BatchSegmentWidget(_WorkerWidget):
@@ -151,7 +181,8 @@ class BatchSegmentWidget(_WorkerWidget):
         self.input = FileEdit(mode="d", label="input folder")
         self.output = FileEdit(mode="d", label="output folder")
         self.model = _ModelPicker()
-        self.skull = CheckBox(value=False, text="skull strip first (no tumour outside brain)")
+        self.skull = ComboBox(choices=SKULL_CHOICES, value=SKULL_CHOICES[0],
+                              label="skull strip first")
         self.overwrite = CheckBox(value=False, text="redo files already segmented")
         self.overlays = CheckBox(value=True, text="write overlay PNGs")
         self._rows: list[list[str]] = []
@@ -184,7 +215,7 @@ class BatchSegmentWidget(_WorkerWidget):
         self._results = []
         self._rows = []
         self.table.value = _columns([])
-        skull, overwrite, overlays = bool(self.skull.value), bool(self.overwrite.value), \
+        skull, overwrite, overlays = SKULL_CHOICES[self.skull.value], bool(self.overwrite.value), \
             bool(self.overlays.value)
 
         def job() -> Any:

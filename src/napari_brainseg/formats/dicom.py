@@ -161,6 +161,8 @@ def _dicom_meta(ds: Any) -> dict[str, Any]:
         value = getattr(ds, attr, None)
         if value not in (None, ""):
             meta[key] = str(value)
+    if getattr(ds, "PixelSpacing", None):
+        meta["pixel_spacing"] = True  # real geometry (Volume.has_geometry)
     return meta
 
 

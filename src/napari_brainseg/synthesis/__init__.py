@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..preprocess import estimate_pixel_mm
-from ..synthetic import make_phantom
+from napari_brainseg.preprocess import estimate_pixel_mm
+from napari_brainseg.synthetic import make_phantom
+
 from .acquisition import add_blobs, add_vessels, degrade, resample_to_grid, thick_slice
 from .anatomy import Head, load_head, load_heads, save_heads
 from .tumours import TUMOUR_KINDS, plan_lesions, synth_slab
@@ -42,7 +43,7 @@ class TrainingSlice:
 
 
 def training_slice(heads: list[Head], rng: np.random.Generator, size: int = 256,
-                   tumour_fraction: float = 0.65, phantom_fraction: float = 0.06,
+                   tumour_fraction: float = 0.55, phantom_fraction: float = 0.06,
                    ) -> TrainingSlice:
     """Draw one random training slice (1 mm pixels on a ``size`` grid)."""
     if rng.random() < phantom_fraction:

@@ -1,5 +1,6 @@
-"""Clinical acquisition of a synthesised slab: slice thickness, field of view, resolution, bias,
-noise and contrast, plus 2D background (vessels, mucosa and fat) that no 3D step adds.
+"""Clinical acquisition of a synthesised slab, and the 2D background no 3D step adds.
+
+Slice thickness, field of view, resolution, bias, noise and contrast; vessels, mucosa and fat.
 
 The output is what the tumour model sees: a slice on a ``size`` x ``size`` grid of
 ``pixel_mm`` pixels (the grid :class:`napari_brainseg.predict.Predictor` resamples every slice to
