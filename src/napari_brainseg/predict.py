@@ -420,8 +420,9 @@ class Predictor:
 class ScanResult(VolumeResult):
     """A :class:`VolumeResult` plus what the pipeline found on the way.
 
-    The brain mask it made (None when one was given or none was made), the number of non-enhancing components dropped, and a warning when the
-    scan does not look like the contrast the model was trained for.
+    The brain mask it made (None when one was given or none was made), the number of
+    non-enhancing components dropped, and a warning when the scan does not look like the
+    contrast the model was trained for.
     """
 
     brain: np.ndarray | None = None
