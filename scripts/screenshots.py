@@ -73,29 +73,17 @@ def shot_train(viewer: napari.Viewer) -> None:
 
 def shot_segment(viewer: napari.Viewer) -> None:
     from napari_brainseg._widgets import SegmentWidget
-    from napari_brainseg.io import read
-    from napari_brainseg.synthetic import insert_lesion
 
-    (head,) = read(SHARED / "ch2.nii.gz")
-    (bet,) = read(SHARED / "ch2bet.nii.gz")
-    z = 112  # inside the axial block the demo model never trained on
-    img, _truth, _ = insert_lesion(head.data[z], bet.data[z] > 0, "glioma", seed=50_000 + z)
-    layer = viewer.add_image(img, name="Colin27 axial 112 + synthetic glioma", colormap="gray")
+    # A real contrast-enhanced T1 scan the model never trained on, segmented with the defaults
+    # (learned skull strip first); the view moves to the largest lesion by itself.
+    (layer,) = viewer.open(str(REAL / "mrbraintumor1_cet1.nii.gz"), plugin="napari-brainseg")
     widget = SegmentWidget(viewer)
     _dock(viewer, widget, "Segment tumour")
     widget.image.value = layer
-    _run(widget, 120_000)
+    _run(widget, 300_000)
     labels = viewer.layers[f"{layer.name} tumour"]
-    # A correction in progress: the brush adds a missed rim on one side.
-    labels.selected_label = 1
-    labels.brush_size = 4
-    labels.mode = "paint"
-    ys, xs = np.nonzero(labels.data)
-    if len(ys):
-        cy, cx = int(ys.mean()), int(xs.max()) + 2
-        for dy in range(-4, 5, 2):
-            labels.paint((cy + dy, cx), 1)
-    viewer.layers.selection.active = labels
+    labels.contour = 2
+    labels.opacity = 0.9
 
 
 SHOTS = {"reader": shot_reader, "skullstrip": shot_skullstrip, "train": shot_train,

@@ -112,3 +112,27 @@ def test_hostile_checkpoint_is_a_notification_not_a_layer(make_napari_viewer_pro
     assert len(errors) == 1 and "refused" in errors[0]
     assert len(viewer.layers) == 1 and w._worker is None
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_segment_volume_moves_to_the_largest_lesion(make_napari_viewer_proxy, qtbot, tiny_model):
+    from napari_brainseg.predict import largest_lesion_centre
+
+    viewer = make_napari_viewer_proxy()
+    slices = [make_phantom((64, 64), "none", seed=s, skull=False).image for s in range(12)]
+    for z in (7, 8, 9):
+        slices[z] = make_phantom((64, 64), "glioma", seed=40, skull=False).image
+    layer = viewer.add_image(np.stack(slices), name="vol", scale=(2.0, 1.0, 1.0))
+    viewer.dims.set_point(0, 0)
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.reset_choices()
+    w.image.value = layer
+    w.skull.value = "never"
+    _use_model(w, tiny_model)
+    w.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: "vol tumour" in viewer.layers, timeout=60_000)
+    mask = viewer.layers["vol tumour"].data
+    centre = largest_lesion_centre(mask)
+    assert centre is not None and 7 <= centre[0] <= 9
+    assert viewer.dims.current_step[0] == centre[0]  # the view moved there
+    assert viewer.layers.selection.active.name == "vol tumour"

@@ -92,7 +92,7 @@ class SegmentWidget(_WorkerWidget):
                                    options={"nullable": True})
         self.model = _ModelPicker()
         self.axis = SpinBox(value=0, min=0, max=2, label="slice axis (volumes)")
-        self.skull = ComboBox(choices=SKULL_CHOICES, value=SKULL_CHOICES[0],
+        self.skull = ComboBox(choices=list(SKULL_CHOICES), value=next(iter(SKULL_CHOICES)),
                               label="skull strip first")
         self.show_prob = CheckBox(value=False, text="also add the probability map")
         self.extend([self.image, self.brain, self.model, *_option_widgets(self), self.axis,
@@ -147,10 +147,18 @@ class SegmentWidget(_WorkerWidget):
                                       scale=full_scale, colormap="magma", blending="additive",
                                       contrast_limits=(0, 1), visible=False)
             unit = "mm³" if result.unit == "mm3" else "mm²"
+            where = ""
+            if result.mask.ndim == 3 and result.voxels:
+                where = f"; showing the largest lesion, slice {viewer_slice(self.viewer)}"
             self.status.value = (f"tumour: {result.size_mm:,.1f} {unit} "
-                                 f"({result.voxels:,} voxels)")
+                                 f"({result.voxels:,} voxels){where}")
 
         return job(), done
+
+
+def viewer_slice(viewer: napari.viewer.Viewer) -> int:
+    """The current slice index along the viewer's first slider."""
+    return int(viewer.dims.current_step[viewer.dims.not_displayed[0]])
 
 
 def show_largest_lesion(viewer: napari.viewer.Viewer, layer: Labels, mask: np.ndarray) -> None:
@@ -181,7 +189,7 @@ class BatchSegmentWidget(_WorkerWidget):
         self.input = FileEdit(mode="d", label="input folder")
         self.output = FileEdit(mode="d", label="output folder")
         self.model = _ModelPicker()
-        self.skull = ComboBox(choices=SKULL_CHOICES, value=SKULL_CHOICES[0],
+        self.skull = ComboBox(choices=list(SKULL_CHOICES), value=next(iter(SKULL_CHOICES)),
                               label="skull strip first")
         self.overwrite = CheckBox(value=False, text="redo files already segmented")
         self.overlays = CheckBox(value=True, text="write overlay PNGs")
