@@ -284,7 +284,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             if r.status == "failed":
                 tqdm.write(f"brainseg: error: {r.error}", file=sys.stderr)
             elif r.status == "ok" and r.error:
-                tqdm.write(f"brainseg: note: {r.source.name}: {r.error}", file=sys.stderr)
+                name = r.source.name
+                note = r.error if r.error.startswith(f"{name}:") else f"{name}: {r.error}"
+                tqdm.write(f"brainseg: warning: {note}", file=sys.stderr)
     width = max(len(str(r.source)) for r in results)
     print(f"{'file':{width}s}  status   tumour          Dice   seconds")
     for r in results:

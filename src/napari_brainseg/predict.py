@@ -22,7 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -574,21 +574,57 @@ def list_inputs(path: str | Path,
     return out
 
 
-def output_path_for(source: Path, root: Path, out_dir: Path) -> Path:
-    """Where the mask of ``source`` goes: mirrored folders, ``NAME_tumour`` + matching format."""
+def _mask_ext(source: Path) -> str:
     suffix = suffix_of(source)
     if source.is_dir() or suffix in DICOM_SUFFIXES or suffix in NIFTI_SUFFIXES:
-        ext = ".nii.gz"
-    elif suffix in (".tif", ".tiff"):
-        ext = ".tif"
-    else:
-        ext = ".png"
-    name = (source.name if source.is_dir() else stem(source)) + "_tumour" + ext
+        return ".nii.gz"
+    return ".tif" if suffix in (".tif", ".tiff") else ".png"
+
+
+def output_path_for(source: Path, root: Path, out_dir: Path, qualify: bool = False) -> Path:
+    """Where the mask of ``source`` goes: mirrored folders, ``NAME_tumour`` + matching format.
+
+    ``qualify`` adds the input's own format to the name (``scan_jpg_tumour.png``): used for
+    inputs whose plain names would collide (``scan.png`` and ``scan.jpg``).
+    """
+    ext = _mask_ext(source)
+    name = source.name if source.is_dir() else stem(source)
+    if qualify:
+        kind = "dicom" if source.is_dir() else suffix_of(source).strip(".").replace(".", "_")
+        name = f"{name}_{kind or 'file'}"
     try:
         rel = source.parent.relative_to(root) if root.is_dir() else Path()
     except ValueError:
         rel = Path()
-    return out_dir / rel / name
+    return out_dir / rel / f"{name}_tumour{ext}"
+
+
+def output_paths(sources: Sequence[Path], root: Path, out_dir: Path) -> dict[Path, Path]:
+    """The mask path of every input of a run, with no two inputs sharing one.
+
+    Inputs whose plain names collide (same stem in one folder, other formats; compared without
+    case, as on macOS and Windows) all get their format in the name, whatever the order.
+    """
+    plain = {src: output_path_for(src, root, out_dir) for src in sources}
+    seen: dict[str, int] = {}
+    for dest in plain.values():
+        seen[str(dest).lower()] = seen.get(str(dest).lower(), 0) + 1
+    return {src: output_path_for(src, root, out_dir, qualify=True)
+            if seen[str(dest).lower()] > 1 else dest for src, dest in plain.items()}
+
+
+def overlay_path_for(dest: Path, out_dir: Path) -> Path:
+    """The overlay PNG of mask ``dest``: ``out_dir/overlays/<same sub-folders>/<mask name>.png``."""
+    name = dest.name
+    for ext in (".nii.gz", ".tif", ".png"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+            break
+    try:
+        rel = dest.parent.relative_to(out_dir)
+    except ValueError:
+        rel = Path()
+    return out_dir / "overlays" / rel / f"{name}.png"
 
 
 RED, GREEN = (255, 40, 40), (40, 220, 40)
@@ -678,17 +714,28 @@ def iter_segment_folder(
     items = list_inputs(root, exclude=out_dir)
     results: list[FileResult] = []
     csv_at = 0.0
+    dests = output_paths([src for src, _ in items], root, out_dir)
     for k, (src, truth) in enumerate(items):
         t0 = time.perf_counter()
-        dest = output_path_for(src, root, out_dir)
+        dest = dests[src]
+        overlay = overlay_path_for(dest, out_dir) if overlays else None
         try:
             if dest.exists() and not overwrite:
                 res = _skipped(src, dest)
+                if overlay is not None and not overlay.exists() and res.error.startswith(
+                        "mask exists"):  # a run stopped between the mask and its overlay
+                    image = next(v for v in read(src, with_mask=False) if v.kind == "image")
+                    write_overlay(overlay, image.data, [(read(dest)[0].data, RED)])
+                    res = replace(res, error="mask exists (use overwrite to redo); its missing "
+                                  "overlay was written")
             else:
                 vols = read(src, with_mask=False)  # list_inputs paired the truth already
-                gt = read(truth)[0].data if truth is not None and truth != src else None
+                gt, gt_note = _ground_truth(truth, src)
                 res, save = _segment_loaded(src, dest, vols, gt, predictor, skull_strip,
-                                            overlays, out_dir, axis, t0)
+                                            overlay, axis, t0)
+                if gt_note:
+                    res = replace(res, error=f"{gt_note}; {res.error}" if res.error
+                                  else gt_note)
                 save()
         except (ReadError, ValueError, OSError, RuntimeError, MemoryError) as exc:
             res = FileResult(src, "failed", None, seconds=time.perf_counter() - t0,
@@ -704,9 +751,22 @@ def iter_segment_folder(
     return results
 
 
+def _ground_truth(truth: Path | None, src: Path) -> tuple[np.ndarray | None, str]:
+    """The optional ground-truth mask, or None and a note saying why it cannot be used.
+
+    A broken ground truth never stops its scan from being segmented.
+    """
+    if truth is None or truth == src:
+        return None, ""
+    try:
+        return read(truth)[0].data, ""
+    except (ReadError, ValueError, OSError) as exc:
+        return None, f"{src.name}: ground-truth mask not used ({exc}); no Dice"
+
+
 def _segment_loaded(src: Path, dest: Path, vols: list[Volume], gt: np.ndarray | None,
-                    predictor: Predictor, skull_strip: bool | None, overlays: bool,
-                    out_dir: Path, axis: int, t0: float) -> tuple[FileResult, Callable[[], None]]:
+                    predictor: Predictor, skull_strip: bool | None, overlay: Path | None,
+                    axis: int, t0: float) -> tuple[FileResult, Callable[[], None]]:
     """Segment one read input; return its result and the function that writes its outputs."""
     image: Volume = next(v for v in vols if v.kind == "image")
     res = segment_scan(predictor, image.data, image.spacing, affine=image.affine,
@@ -727,9 +787,8 @@ def _segment_loaded(src: Path, dest: Path, vols: list[Volume], gt: np.ndarray | 
 
     def save() -> None:
         write_labels(dest, mask, like=image, spacing=image.spacing)
-        if overlays:
-            write_overlay(out_dir / "overlays" / f"{dest.name.split('.')[0]}.png", image.data,
-                          [(mask, RED)])
+        if overlay is not None:
+            write_overlay(overlay, image.data, [(mask, RED)])
 
     return FileResult(src, "ok", dest, n, size, unit, time.perf_counter() - t0, note, dice,
                       counts), save

@@ -8,6 +8,7 @@ this folder run every case; ``test_table_is_current`` also renders them as docs/
 
 from __future__ import annotations
 
+import csv
 import errno
 import gzip
 import os
@@ -543,6 +544,59 @@ def _no_model_no_pwned(c: Ctx) -> None:
     assert not (c.d / "PWNED").exists()
 
 
+def _same_stem_two_formats(c: Ctx) -> list[str]:
+    from napari_brainseg.synthetic import make_phantom
+
+    folder = c.d / "scans"
+    folder.mkdir()
+    for k, ext in enumerate(("png", "jpg")):
+        img = make_phantom((64, 64), "glioma", seed=k, skull=False).image
+        iio.imwrite(folder / f"scan.{ext}", np.clip(img / 4, 0, 255).astype(np.uint8))
+    return [str(folder), str(c.out()), "--model", str(c.model), "--overlays", "-q"]
+
+
+def _both_kept(c: Ctx) -> None:
+    out = c.d / "out"
+    assert (out / "scan_png_tumour.png").exists() and (out / "scan_jpg_tumour.png").exists()
+    assert not (out / "scan_tumour.png").exists()
+    assert (out / "overlays" / "scan_png_tumour.png").exists()
+    assert (out / "overlays" / "scan_jpg_tumour.png").exists()
+
+
+def _garbage_ground_truth(c: Ctx) -> list[str]:
+    folder = _pairs(c.d)
+    first = sorted((folder / "masks").iterdir())[0]
+    first.write_bytes(b"not an image at all")
+    return [str(folder), str(c.out()), "--model", str(c.model), "-q"]
+
+
+def _all_segmented(c: Ctx) -> None:
+    rows = list(csv.DictReader((c.d / "out" / "results.csv").open(encoding="utf-8")))
+    assert [r["status"] for r in rows] == ["ok"] * 3
+    assert "ground-truth mask not used" in rows[0]["error"]
+    assert len(list((c.d / "out" / "images").glob("*_tumour.png"))) == 3
+
+
+def _overlay_lost(c: Ctx) -> list[str]:
+    from napari_brainseg.cli import main
+
+    folder = _pairs(c.d, n=2)
+    args = [str(folder), str(c.out()), "--model", str(c.model), "--overlays", "-q"]
+    assert main(["segment", *args]) == 0
+    overlays = sorted((c.d / "out" / "overlays").rglob("*.png"))
+    assert len(overlays) == 2
+    overlays[0].unlink()  # the run stopped between the mask and its overlay
+    (c.d / "lost.txt").write_text(str(overlays[0]))
+    return args
+
+
+def _overlay_completed(c: Ctx) -> None:
+    assert Path((c.d / "lost.txt").read_text()).exists()
+    rows = list(csv.DictReader((c.d / "out" / "results.csv").open(encoding="utf-8")))
+    assert [r["status"] for r in rows] == ["skipped"] * 2
+    assert any("overlay was written" in r["error"] for r in rows)
+
+
 def _no_study(c: Ctx) -> None:
     assert not (c.d / "study").exists()
 
@@ -666,6 +720,14 @@ CASES += [
     Case("study-too-few-patients", "study with 3 patients for 5 folds", "study",
          lambda c: [str(_pairs(c.d)), "--out", str(c.d / "study"), "-q"], 2, "cannot fill 5 folds",
          check=_no_study),
+    Case("segment-same-name-two-formats", "scan.png and scan.jpg in one folder (both would be "
+         "scan_tumour.png)", "segment", _same_stem_two_formats, 0, "2 segmented",
+         check=_both_kept),
+    Case("segment-garbage-ground-truth", "a paired ground-truth mask that is not an image",
+         "segment", _garbage_ground_truth, 0, r"ground-truth mask not used \(.*\); no Dice",
+         check=_all_segmented),
+    Case("segment-stopped-before-overlay", "re-run after a run stopped between a mask and its "
+         "overlay", "segment", _overlay_lost, 0, "2 skipped", check=_overlay_completed),
     Case("sample-data-bad-size", "--size 12x", "sample-data",
          lambda c: [str(c.d / "sd"), "--size", "12x"], 2, "--size must look like"),
 ]
