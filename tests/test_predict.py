@@ -285,3 +285,27 @@ def test_largest_lesion_centre():
     m[2:4, 2:4, 2:4] = 1
     m[10:17, 5:9, 20:26] = 1
     assert largest_lesion_centre(m) == (13, 6, 22)
+
+
+def test_every_series_of_a_multi_series_dicom_folder_is_segmented(tmp_path, tiny_model):
+    from conftest import make_dicom_series
+
+    from napari_brainseg.predict import iter_segment_folder
+    from napari_brainseg.progress import drain
+
+    folder = tmp_path / "in" / "exam"
+    folder.mkdir(parents=True)
+    for name, uid, n in (("a", "1.2.3.1", 3), ("b", "1.2.3.2", 4)):
+        for p in make_dicom_series(tmp_path / name, n=n, uid=uid):
+            p.rename(folder / f"{name}_{p.name}.dcm")
+    pred = Predictor.from_checkpoint(tiny_model)
+    results = drain(iter_segment_folder(tmp_path / "in", tmp_path / "out", pred,
+                                        skull_strip=False))
+    assert [r.status for r in results] == ["ok", "ok"]
+    assert [r.output.name for r in results] == ["exam_series1_tumour.nii.gz",
+                                                "exam_series2_tumour.nii.gz"]
+    assert results[0].error.startswith("series 1 of 2") and "series 2 of 2" in results[1].error
+    assert sorted(nib.load(r.output).shape for r in results) == [(64, 64, 3), (64, 64, 4)]
+    again = drain(iter_segment_folder(tmp_path / "in", tmp_path / "out", pred,
+                                      skull_strip=False))
+    assert [r.status for r in again] == ["skipped", "skipped"]  # a re-run keeps both

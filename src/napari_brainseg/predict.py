@@ -730,13 +730,22 @@ def iter_segment_folder(
                                   "overlay was written")
             else:
                 vols = read(src, with_mask=False)  # list_inputs paired the truth already
-                gt, gt_note = _ground_truth(truth, src)
-                res, save = _segment_loaded(src, dest, vols, gt, predictor, skull_strip,
-                                            overlay, axis, t0)
-                if gt_note:
-                    res = replace(res, error=f"{gt_note}; {res.error}" if res.error
-                                  else gt_note)
-                save()
+                images = [v for v in vols if v.kind == "image"]
+                if len(images) > 1:  # a DICOM folder with several series: each one
+                    done = list(_segment_series(src, dest, images, predictor, skull_strip,
+                                                overlays, out_dir, overwrite, axis))
+                    for r in done[:-1]:
+                        results.append(r)
+                        yield r
+                    res = done[-1]
+                else:
+                    gt, gt_note = _ground_truth(truth, src)
+                    res, save = _segment_loaded(src, dest, vols, gt, predictor, skull_strip,
+                                                overlay, axis, t0)
+                    if gt_note:
+                        res = replace(res, error=f"{gt_note}; {res.error}" if res.error
+                                      else gt_note)
+                    save()
         except (ReadError, ValueError, OSError, RuntimeError, MemoryError) as exc:
             res = FileResult(src, "failed", None, seconds=time.perf_counter() - t0,
                              error=_describe(exc, src))
@@ -749,6 +758,31 @@ def iter_segment_folder(
     if not items:
         _write_csv(out_dir / "results.csv", results)
     return results
+
+
+def _segment_series(src: Path, dest: Path, images: list[Volume], predictor: Predictor,
+                    skull_strip: bool | None, overlays: bool, out_dir: Path, overwrite: bool,
+                    axis: int) -> Generator[FileResult, None, None]:
+    """Segment every series of a multi-series input: ``NAME_seriesK_tumour.nii.gz`` each."""
+    head, tail = dest.name.rsplit("_tumour", 1)
+    for j, image in enumerate(images, start=1):
+        t0 = time.perf_counter()
+        d = dest.with_name(f"{head}_series{j}_tumour{tail}")
+        what = f"series {j} of {len(images)}"
+        if image.metadata.get("series_description"):
+            what += f" ({image.metadata['series_description']})"
+        try:
+            if d.exists() and not overwrite:
+                res = _skipped(src, d)
+            else:
+                overlay = overlay_path_for(d, out_dir) if overlays else None
+                res, save = _segment_loaded(src, d, [image], None, predictor, skull_strip,
+                                            overlay, axis, t0)
+                save()
+        except (ValueError, OSError, RuntimeError, MemoryError) as exc:
+            res = FileResult(src, "failed", None, seconds=time.perf_counter() - t0,
+                             error=_describe(exc, src))
+        yield replace(res, error=f"{what}; {res.error}" if res.error else what)
 
 
 def _ground_truth(truth: Path | None, src: Path) -> tuple[np.ndarray | None, str]:
