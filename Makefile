@@ -47,5 +47,6 @@ bench: install-dev
 	env -u QT_QPA_PLATFORM xvfb-run -a $(BIN)/python benchmarks/train_worker.py
 	$(BIN)/python benchmarks/skullstrip.py
 	$(BIN)/python benchmarks/skullstrip_real.py
+	$(BIN)/python benchmarks/real_scans.py
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/memory.py

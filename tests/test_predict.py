@@ -142,8 +142,10 @@ def test_overlays_and_png_mask(tiny_model, tmp_path):
     pred = Predictor.from_checkpoint(tiny_model)
     (r,) = list(iter_segment_folder(tmp_path / "in", tmp_path / "out", pred, overlays=True))
     assert r.output.suffix == ".png" and iio.imread(r.output).shape == (64, 64)
-    overlays = list((tmp_path / "out" / "overlays").glob("*.png"))
+    overlays = list((tmp_path / "out" / "overlays").rglob("*.png"))
     assert len(overlays) == 1 and iio.imread(overlays[0]).shape == (64, 64, 3)
+    # mirrors the mask's sub-folder and keeps its whole name
+    assert overlays[0] == tmp_path / "out" / "overlays" / "images" / r.output.name
     assert summarise([r])["ok"] == 1
 
 
