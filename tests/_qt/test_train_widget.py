@@ -85,3 +85,15 @@ def test_closing_the_widget_mid_run_stops_training_cleanly(make_napari_viewer_pr
     # busy machine's event loop).
     done = load_checkpoint(tmp_path / "model.last.pt").resume["epoch"]
     assert 1 <= done < 500 and len(w.plot.epochs) <= done + 1
+
+
+def test_labels_default_to_tumour_labels_not_a_brain_mask(make_napari_viewer_proxy, tmp_path):
+    viewer = make_napari_viewer_proxy()
+    img, lab = _stack(2)
+    viewer.add_image(img, name="ch2")
+    viewer.add_labels(np.ones_like(lab), name="ch2 brain mask")
+    tumour = viewer.add_labels(lab, name="ch2 tumour")
+    viewer.add_labels(np.ones_like(lab), name="ch2 brain mask 2")
+    w = _widget(viewer, tmp_path)
+    assert w.labels.value.name == tumour.name
+    assert [c for c in w.labels.choices][-1].name.startswith("ch2 brain mask")

@@ -86,13 +86,23 @@ class TrainWidget(_WorkerWidget):
     (never overwriting); *fine-tune* continues from the current model on that folder.
     """
 
+    def _label_choices(self, *_: Any) -> list[tuple[str, Labels]]:
+        """Labels layers, tumour labels first and brain masks last (the first is the default)."""
+        layers = [la for la in self.viewer.layers if isinstance(la, Labels)]
+
+        def rank(layer: Labels) -> tuple[bool, bool]:
+            name = layer.name.lower()
+            return ("brain" in name or "mask" in name, "tumour" not in name)
+
+        return [(la.name, la) for la in sorted(layers, key=rank)]
+
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(viewer, "Start training", self._train_job)
         from magicgui.widgets import FileEdit, SpinBox
 
         self._stop: Any = None
         self.image = create_widget(annotation=Image, label="image")
-        self.labels = create_widget(annotation=Labels, label="labels")
+        self.labels = ComboBox(choices=self._label_choices, label="labels")
         self.source = ComboBox(choices=["layers", "training folder"], value="layers",
                                label="train on")
         self.folder = FileEdit(mode="d", label="training folder",
