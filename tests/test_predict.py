@@ -291,7 +291,6 @@ def test_largest_lesion_centre():
 
 def test_every_series_of_a_multi_series_dicom_folder_is_segmented(tmp_path, tiny_model):
     from conftest import make_dicom_series
-
     from napari_brainseg.predict import iter_segment_folder
     from napari_brainseg.progress import drain
 
