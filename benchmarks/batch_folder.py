@@ -21,7 +21,8 @@ import nibabel as nib
 import numpy as np
 from _bench import interleaved, print_table
 
-from napari_brainseg.predict import Predictor, SegmentOptions, iter_segment_folder
+from napari_brainseg.batch import iter_segment_folder
+from napari_brainseg.predict import Predictor, SegmentOptions
 from napari_brainseg.progress import drain
 from napari_brainseg.synthetic import make_phantom
 

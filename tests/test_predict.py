@@ -5,14 +5,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from napari_brainseg.batch import iter_segment_folder, summarise
 from napari_brainseg.cli import main
 from napari_brainseg.metrics import confusion, scores
 from napari_brainseg.predict import (
     BUILTIN_MODEL,
     Predictor,
     SegmentOptions,
-    iter_segment_folder,
-    summarise,
     tumour_size,
 )
 from napari_brainseg.synthetic import make_phantom, write_sample_folder
@@ -174,7 +173,8 @@ def test_builtin_model_ships_with_its_card_and_segments_held_out_phantoms():
 
 
 def test_batch_notes_a_ground_truth_of_another_size(tmp_path, tiny_model):
-    from napari_brainseg.predict import Predictor, iter_segment_folder
+    from napari_brainseg.batch import iter_segment_folder
+    from napari_brainseg.predict import Predictor
     from napari_brainseg.progress import drain
 
     (tmp_path / "in").mkdir()
@@ -291,7 +291,7 @@ def test_largest_lesion_centre():
 
 def test_every_series_of_a_multi_series_dicom_folder_is_segmented(tmp_path, tiny_model):
     from conftest import make_dicom_series
-    from napari_brainseg.predict import iter_segment_folder
+    from napari_brainseg.batch import iter_segment_folder
     from napari_brainseg.progress import drain
 
     folder = tmp_path / "in" / "exam"

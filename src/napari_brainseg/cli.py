@@ -258,9 +258,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from .batch import iter_segment_folder, list_inputs, summarise
     from .io import ReadError
     from .model import CheckpointError
-    from .predict import Predictor, SegmentOptions, iter_segment_folder, list_inputs, summarise
+    from .predict import Predictor, SegmentOptions
 
     try:
         opts = SegmentOptions(threshold=args.threshold, tta=args.tta,

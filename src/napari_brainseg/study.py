@@ -387,7 +387,7 @@ def _slug(loss: str) -> str:
 
 def _overlay_examples(folder: Path, fold: int, loss: str,
                       preds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
-    from .predict import GREEN, RED, write_overlay
+    from .batch import GREEN, RED, write_overlay
 
     for k, (img, pred, truth) in enumerate(preds):
         write_overlay(folder / f"fold{fold}_{_slug(loss)}_{k}.png", img,

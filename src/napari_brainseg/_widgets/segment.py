@@ -202,7 +202,8 @@ class BatchSegmentWidget(_WorkerWidget):
                      self.overwrite, self.overlays, *self._controls(), self.table])
 
     def _batch_job(self) -> Any:
-        from napari_brainseg.predict import Predictor, iter_segment_folder, list_inputs
+        from napari_brainseg.batch import iter_segment_folder, list_inputs
+        from napari_brainseg.predict import Predictor
 
         src, dst = Path(str(self.input.value)), Path(str(self.output.value))
         if not src.is_dir():

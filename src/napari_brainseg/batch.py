@@ -1,0 +1,370 @@
+"""Batch runs over files and folders: inputs, output names, overlays, ``results.csv``.
+
+:func:`iter_segment_folder` yields one :class:`FileResult` per file (ok / skipped / failed with the
+reason), writes masks in the input's format (NIfTI keeps the scan's affine) and keeps
+``results.csv`` up to date after every file, so the CLI and the batch widget share it. Every
+scan goes through :func:`napari_brainseg.predict.segment_scan`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import logging
+import math
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .io import (
+    DICOM_SUFFIXES,
+    NIFTI_SUFFIXES,
+    ReadError,
+    Volume,
+    atomic_write,
+    find_pairs,
+    read,
+    stem,
+    suffix_of,
+    write_labels,
+)
+from .metrics import Counts, confusion, scores
+from .predict import Predictor, segment_scan, tumour_size
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- folders
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """The outcome for one input file of a batch run."""
+
+    source: Path
+    status: Literal["ok", "skipped", "failed"]
+    output: Path | None = None
+    voxels: int = 0
+    size_mm: float = 0.0
+    unit: str = ""
+    seconds: float = 0.0
+    error: str = ""
+    dice: float | None = None
+    counts: Counts | None = field(default=None, repr=False)
+
+    def row(self) -> dict[str, Any]:
+        """One results.csv row."""
+        return {
+            "file": str(self.source), "status": self.status,
+            "output": str(self.output) if self.output else "",
+            "tumour_voxels": self.voxels,
+            "tumour_area_mm2": f"{self.size_mm:.2f}" if self.unit == "mm2" else "",
+            "tumour_volume_mm3": f"{self.size_mm:.2f}" if self.unit == "mm3" else "",
+            "seconds": f"{self.seconds:.3f}",
+            "dice_vs_mask": "" if self.dice is None else f"{self.dice:.4f}",
+            "error": self.error,
+        }
+
+
+CSV_FIELDS = ["file", "status", "output", "tumour_voxels", "tumour_area_mm2",
+              "tumour_volume_mm3", "seconds", "dice_vs_mask", "error"]
+
+
+def list_inputs(path: str | Path,
+                exclude: str | Path | None = None) -> list[tuple[Path, Path | None]]:
+    """Inputs of a batch run: ``(scan, ground-truth mask or None)``.
+
+    A file is itself; a folder is searched recursively for images (masks by the pairing convention
+    are used as ground truth, never segmented) and DICOM series (one input per folder). Anything
+    under ``exclude`` (the run's output folder, when it lies inside the input folder) is left out,
+    so a re-run never segments its own outputs.
+    """
+    path = Path(path)
+    if exclude is not None and path.is_dir():
+        ex = Path(exclude).resolve()
+        return [(src, gt) for src, gt in list_inputs(path)
+                if not src.resolve().is_relative_to(ex)]
+    if path.is_file():
+        pairs = find_pairs(path.parent, recursive=False)
+        gt = next((p.mask for p in pairs if p.image == path), None)
+        return [(path, gt if gt != path else None)]
+    if not path.is_dir():
+        raise ReadError(f"{path}: no such file or folder")
+    out: list[tuple[Path, Path | None]] = [(p.image, p.mask if p.mask != p.image else None)
+                                           for p in find_pairs(path)]
+    dicom_dirs = sorted({f.parent for f in path.rglob("*") if f.is_file()
+                         and suffix_of(f) in DICOM_SUFFIXES})
+    out += [(d, None) for d in dicom_dirs]
+    return out
+
+
+def _mask_ext(source: Path) -> str:
+    suffix = suffix_of(source)
+    if source.is_dir() or suffix in DICOM_SUFFIXES or suffix in NIFTI_SUFFIXES:
+        return ".nii.gz"
+    return ".tif" if suffix in (".tif", ".tiff") else ".png"
+
+
+def output_path_for(source: Path, root: Path, out_dir: Path, qualify: bool = False) -> Path:
+    """Where the mask of ``source`` goes: mirrored folders, ``NAME_tumour`` + matching format.
+
+    ``qualify`` adds the input's own format to the name (``scan_jpg_tumour.png``): used for
+    inputs whose plain names would collide (``scan.png`` and ``scan.jpg``).
+    """
+    ext = _mask_ext(source)
+    name = source.name if source.is_dir() else stem(source)
+    if qualify:
+        kind = "dicom" if source.is_dir() else suffix_of(source).strip(".").replace(".", "_")
+        name = f"{name}_{kind or 'file'}"
+    try:
+        rel = source.parent.relative_to(root) if root.is_dir() else Path()
+    except ValueError:
+        rel = Path()
+    return out_dir / rel / f"{name}_tumour{ext}"
+
+
+def output_paths(sources: Sequence[Path], root: Path, out_dir: Path) -> dict[Path, Path]:
+    """The mask path of every input of a run, with no two inputs sharing one.
+
+    Inputs whose plain names collide (same stem in one folder, other formats; compared without
+    case, as on macOS and Windows) all get their format in the name, whatever the order.
+    """
+    plain = {src: output_path_for(src, root, out_dir) for src in sources}
+    seen: dict[str, int] = {}
+    for dest in plain.values():
+        seen[str(dest).lower()] = seen.get(str(dest).lower(), 0) + 1
+    return {src: output_path_for(src, root, out_dir, qualify=True)
+            if seen[str(dest).lower()] > 1 else dest for src, dest in plain.items()}
+
+
+def overlay_path_for(dest: Path, out_dir: Path) -> Path:
+    """The overlay PNG of mask ``dest``: ``out_dir/overlays/<same sub-folders>/<mask name>.png``."""
+    name = dest.name
+    for ext in (".nii.gz", ".tif", ".png"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+            break
+    try:
+        rel = dest.parent.relative_to(out_dir)
+    except ValueError:
+        rel = Path()
+    return out_dir / "overlays" / rel / f"{name}.png"
+
+
+RED, GREEN = (255, 40, 40), (40, 220, 40)
+
+
+def write_overlay(path: Path, image: np.ndarray,
+                  outlines: Sequence[tuple[np.ndarray, tuple[int, int, int]]]) -> Path:
+    """Write a quick-look PNG: a 2D slice in grey with each mask's outline in its colour.
+
+    A volume shows the slice where the first mask is largest.
+    """
+    import imageio.v3 as iio
+
+    if image.ndim == 3:
+        first = outlines[0][0] if outlines else np.zeros(image.shape, bool)
+        z = int(np.argmax(first.reshape(first.shape[0], -1).sum(1))) if first.any() else \
+            image.shape[0] // 2
+        image = image[z]
+        outlines = [(m[z], c) for m, c in outlines]
+    lo, hi = np.percentile(image, [1, 99.5])
+    grey = np.clip((image - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    for mask, colour in outlines:
+        m = mask > 0
+        rgb[m & ~ndi.binary_erosion(m)] = colour
+    return atomic_write(path, lambda tmp: iio.imwrite(str(tmp), rgb, extension=".png"))
+
+
+def _write_csv(path: Path, results: Sequence[FileResult]) -> None:
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    for r in results:
+        writer.writerow(r.row())
+    text = buf.getvalue()
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _describe(exc: BaseException, src: Path) -> str:
+    """One line naming the input file and what went wrong with it."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" {Path(exc.filename).name}" if exc.filename else ""
+        text = (f"cannot write{where}: {exc.strerror}. Check that the output folder is "
+                "writable and not full, or choose another.")
+    else:
+        text = str(exc).replace("\n", " ")
+    return text if text.startswith(f"{src.name}:") else f"{src.name}: {text}"
+
+
+def _skipped(src: Path, dest: Path) -> FileResult:
+    """The result for an input whose output already exists (kept as it is)."""
+    try:
+        vol = read(dest)[0]
+    except ReadError:
+        return FileResult(src, "skipped", dest, error=f"{dest.name} is in the way and is not a "
+                          "readable mask; kept (use overwrite to replace it)")
+    n, size, unit = tumour_size(vol.data, vol.spacing)
+    return FileResult(src, "skipped", dest, n, size, unit, 0.0,
+                      "mask exists (use overwrite to redo)")
+
+
+def iter_segment_folder(
+    inputs: str | Path,
+    output: str | Path,
+    predictor: Predictor,
+    skull_strip: bool | None = None,
+    overwrite: bool = False,
+    overlays: bool = False,
+    axis: int = 0,
+) -> Generator[FileResult, None, list[FileResult]]:
+    """Segment every scan of a file or folder, yielding one :class:`FileResult` per file.
+
+    Masks go to ``output`` (mirroring sub-folders) as ``NAME_tumour`` in the input's format:
+    NIfTI and DICOM inputs give NIfTI on the scan's own grid and affine, 2D images give PNG/TIFF.
+    A file whose mask already exists is skipped unless ``overwrite``; a file that fails is
+    reported and the run goes on. Where a ground-truth mask is paired with a scan, Dice against
+    it is recorded. ``output/results.csv`` is rewritten atomically at least every second and at
+    the end.
+
+    Files are processed one after another: overlapping reads and writes with the model in a
+    thread was measured slower on a 2-core CPU (the I/O thread stalls torch's own threads), so
+    the per-file overhead is kept small instead (benchmarks/batch_folder.py).
+    """
+    root = Path(inputs)
+    out_dir = Path(output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    items = list_inputs(root, exclude=out_dir)
+    results: list[FileResult] = []
+    csv_at = 0.0
+    dests = output_paths([src for src, _ in items], root, out_dir)
+    for k, (src, truth) in enumerate(items):
+        t0 = time.perf_counter()
+        dest = dests[src]
+        overlay = overlay_path_for(dest, out_dir) if overlays else None
+        try:
+            if dest.exists() and not overwrite:
+                res = _skipped(src, dest)
+                if overlay is not None and not overlay.exists() and res.error.startswith(
+                        "mask exists"):  # a run stopped between the mask and its overlay
+                    image = next(v for v in read(src, with_mask=False) if v.kind == "image")
+                    write_overlay(overlay, image.data, [(read(dest)[0].data, RED)])
+                    res = replace(res, error="mask exists (use overwrite to redo); its missing "
+                                  "overlay was written")
+            else:
+                vols = read(src, with_mask=False)  # list_inputs paired the truth already
+                images = [v for v in vols if v.kind == "image"]
+                if len(images) > 1:  # a DICOM folder with several series: each one
+                    done = list(_segment_series(src, dest, images, predictor, skull_strip,
+                                                overlays, out_dir, overwrite, axis))
+                    for r in done[:-1]:
+                        results.append(r)
+                        yield r
+                    res = done[-1]
+                else:
+                    gt, gt_note = _ground_truth(truth, src)
+                    res, save = _segment_loaded(src, dest, vols, gt, predictor, skull_strip,
+                                                overlay, axis, t0)
+                    if gt_note:
+                        res = replace(res, error=f"{gt_note}; {res.error}" if res.error
+                                      else gt_note)
+                    save()
+        except (ReadError, ValueError, OSError, RuntimeError, MemoryError) as exc:
+            res = FileResult(src, "failed", None, seconds=time.perf_counter() - t0,
+                             error=_describe(exc, src))
+            log.info("failed: %s", res.error)  # the caller reports it (CLI line, widget table)
+        results.append(res)
+        if k == len(items) - 1 or time.perf_counter() - csv_at >= 1.0:
+            _write_csv(out_dir / "results.csv", results)
+            csv_at = time.perf_counter()
+        yield res
+    if not items:
+        _write_csv(out_dir / "results.csv", results)
+    return results
+
+
+def _segment_series(src: Path, dest: Path, images: list[Volume], predictor: Predictor,
+                    skull_strip: bool | None, overlays: bool, out_dir: Path, overwrite: bool,
+                    axis: int) -> Generator[FileResult, None, None]:
+    """Segment every series of a multi-series input: ``NAME_seriesK_tumour.nii.gz`` each."""
+    head, tail = dest.name.rsplit("_tumour", 1)
+    for j, image in enumerate(images, start=1):
+        t0 = time.perf_counter()
+        d = dest.with_name(f"{head}_series{j}_tumour{tail}")
+        what = f"series {j} of {len(images)}"
+        if image.metadata.get("series_description"):
+            what += f" ({image.metadata['series_description']})"
+        try:
+            if d.exists() and not overwrite:
+                res = _skipped(src, d)
+            else:
+                overlay = overlay_path_for(d, out_dir) if overlays else None
+                res, save = _segment_loaded(src, d, [image], None, predictor, skull_strip,
+                                            overlay, axis, t0)
+                save()
+        except (ValueError, OSError, RuntimeError, MemoryError) as exc:
+            res = FileResult(src, "failed", None, seconds=time.perf_counter() - t0,
+                             error=_describe(exc, src))
+        yield replace(res, error=f"{what}; {res.error}" if res.error else what)
+
+
+def _ground_truth(truth: Path | None, src: Path) -> tuple[np.ndarray | None, str]:
+    """The optional ground-truth mask, or None and a note saying why it cannot be used.
+
+    A broken ground truth never stops its scan from being segmented.
+    """
+    if truth is None or truth == src:
+        return None, ""
+    try:
+        return read(truth)[0].data, ""
+    except (ReadError, ValueError, OSError) as exc:
+        return None, f"{src.name}: ground-truth mask not used ({exc}); no Dice"
+
+
+def _segment_loaded(src: Path, dest: Path, vols: list[Volume], gt: np.ndarray | None,
+                    predictor: Predictor, skull_strip: bool | None, overlay: Path | None,
+                    axis: int, t0: float) -> tuple[FileResult, Callable[[], None]]:
+    """Segment one read input; return its result and the function that writes its outputs."""
+    image: Volume = next(v for v in vols if v.kind == "image")
+    res = segment_scan(predictor, image.data, image.spacing, affine=image.affine,
+                       geometry_known=image.has_geometry, skull_strip=skull_strip, axis=axis)
+    mask, n, size, unit = res.mask, res.voxels, res.size_mm, res.unit
+    if gt is None and len(vols) > 1 and vols[1].kind == "labels":
+        gt = vols[1].data  # figshare .mat carries its mask
+    dice = counts = None
+    note = ""
+    if gt is not None and np.shape(gt) == mask.shape:
+        counts = confusion(mask, gt)
+        dice = scores(counts)["f1"]
+    elif gt is not None:
+        note = (f"ground-truth mask of shape {np.shape(gt)} does not match the scan "
+                f"{mask.shape}; no Dice")
+    if res.warning:
+        note = f"{note}; {res.warning}" if note else res.warning
+
+    def save() -> None:
+        write_labels(dest, mask, like=image, spacing=image.spacing)
+        if overlay is not None:
+            write_overlay(overlay, image.data, [(mask, RED)])
+
+    return FileResult(src, "ok", dest, n, size, unit, time.perf_counter() - t0, note, dice,
+                      counts), save
+
+
+def summarise(results: Sequence[FileResult]) -> dict[str, Any]:
+    """Counts by status and pooled metrics over the files that had a ground-truth mask."""
+    out: dict[str, Any] = {s: sum(r.status == s for r in results)
+                           for s in ("ok", "skipped", "failed")}
+    with_truth = [r.counts for r in results if r.counts is not None]
+    if with_truth:
+        total = sum(with_truth, Counts())
+        out["pooled"] = scores(total)
+        out["n_with_truth"] = len(with_truth)
+        out["background_accuracy"] = (total.tn + total.fp) / total.total if total.total \
+            else math.nan
+    return out
