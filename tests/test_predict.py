@@ -310,3 +310,16 @@ def test_every_series_of_a_multi_series_dicom_folder_is_segmented(tmp_path, tiny
     again = drain(iter_segment_folder(tmp_path / "in", tmp_path / "out", pred,
                                       skull_strip=False))
     assert [r.status for r in again] == ["skipped", "skipped"]  # a re-run keeps both
+
+
+def test_a_folder_of_extension_less_dicom_files_is_found(tmp_path, tiny_model):
+    from conftest import make_dicom_series
+    from napari_brainseg.batch import iter_segment_folder, list_inputs
+    from napari_brainseg.progress import drain
+
+    make_dicom_series(tmp_path / "in" / "exam", n=3)  # IM0000, IM0001, ... as scanners export
+    (tmp_path / "in" / "exam" / "README").write_text("not an image")
+    assert list_inputs(tmp_path / "in") == [(tmp_path / "in" / "exam", None)]
+    (r,) = drain(iter_segment_folder(tmp_path / "in", tmp_path / "out",
+                                     Predictor.from_checkpoint(tiny_model), skull_strip=False))
+    assert r.status == "ok" and r.output.name == "exam_tumour.nii.gz"

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import ndimage as ndi
 
+from .formats.dicom import _looks_like_dicom
 from .io import (
     DICOM_SUFFIXES,
     NIFTI_SUFFIXES,
@@ -74,6 +75,14 @@ CSV_FIELDS = ["file", "status", "output", "tumour_voxels", "tumour_area_mm2",
               "tumour_volume_mm3", "seconds", "dice_vs_mask", "error"]
 
 
+def _is_dicom(f: Path) -> bool:
+    """A DICOM file by suffix, or an extension-less file with the DICM marker (scanner exports)."""
+    suffix = suffix_of(f)
+    if suffix in DICOM_SUFFIXES:
+        return True
+    return suffix == "" and not f.name.startswith(".") and _looks_like_dicom(f)
+
+
 def list_inputs(path: str | Path,
                 exclude: str | Path | None = None) -> list[tuple[Path, Path | None]]:
     """Inputs of a batch run: ``(scan, ground-truth mask or None)``.
@@ -96,8 +105,7 @@ def list_inputs(path: str | Path,
         raise ReadError(f"{path}: no such file or folder")
     out: list[tuple[Path, Path | None]] = [(p.image, p.mask if p.mask != p.image else None)
                                            for p in find_pairs(path)]
-    dicom_dirs = sorted({f.parent for f in path.rglob("*") if f.is_file()
-                         and suffix_of(f) in DICOM_SUFFIXES})
+    dicom_dirs = sorted({f.parent for f in path.rglob("*") if f.is_file() and _is_dicom(f)})
     out += [(d, None) for d in dicom_dirs]
     return out
 
