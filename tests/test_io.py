@@ -370,3 +370,18 @@ def test_a_sidecar_file_in_masks_is_not_taken_for_the_mask(tmp_path):
     assert mask_for(img) is None
     iio.imwrite(tmp_path / "masks" / "a.png", np.zeros((16, 16), np.uint8))
     assert mask_for(img) == tmp_path / "masks" / "a.png"
+
+
+def test_a_saved_prediction_reopens_as_labels_and_is_never_a_scan_or_ground_truth(tmp_path):
+    from napari_brainseg.io import find_pairs, read
+
+    img = (np.random.default_rng(0).random((32, 32)) * 200).astype(np.uint8)
+    iio.imwrite(tmp_path / "scan.png", img)
+    iio.imwrite(tmp_path / "scan_mask.png", (img > 150).astype(np.uint8) * 255)
+    iio.imwrite(tmp_path / "scan_tumour.png", (img > 100).astype(np.uint8))
+    (pred,) = read(tmp_path / "scan_tumour.png")
+    assert pred.kind == "labels" and pred.name == "scan prediction" and pred.metadata["prediction"]
+    pairs = find_pairs(tmp_path)
+    assert [(p.image.name, p.mask.name) for p in pairs] == [("scan.png", "scan_mask.png")]
+    scan, truth = read(tmp_path / "scan.png")
+    assert truth.kind == "labels" and truth.name == "scan ground truth"

@@ -29,9 +29,18 @@ def volume_to_layer_data(vol: Volume) -> tuple:
         meta["source"] = str(vol.source)
     kwargs: dict[str, Any] = {"name": vol.name, "scale": tuple(vol.spacing), "metadata": meta}
     if vol.kind == "labels":
+        if meta.get("prediction"):
+            kwargs["colormap"] = prediction_colormap()
         return (vol.data, kwargs, "labels")
     kwargs["colormap"] = "gray"
     return (vol.data, kwargs, "image")
+
+
+def prediction_colormap() -> Any:
+    """Predictions in cyan (label 1), so they never look like ground truth (napari's default)."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return DirectLabelColormap(color_dict={None: "orange", 0: "transparent", 1: "cyan"})
 
 
 def read_layers(path: str | list[str]) -> list[tuple]:

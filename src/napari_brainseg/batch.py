@@ -260,7 +260,7 @@ def iter_segment_folder(
                 res = _skipped(src, dest)
                 if overlay is not None and not overlay.exists() and res.error.startswith(
                         "mask exists"):  # a run stopped between the mask and its overlay
-                    image = next(v for v in read(src, with_mask=False) if v.kind == "image")
+                    image = _scan_of(read(src, with_mask=False), src)
                     write_overlay(overlay, image.data, [(read(dest)[0].data, RED)])
                     res = replace(res, error="mask exists (use overwrite to redo); its missing "
                                   "overlay was written")
@@ -321,6 +321,15 @@ def _segment_series(src: Path, dest: Path, images: list[Volume], predictor: Pred
         yield replace(res, error=f"{what}; {res.error}" if res.error else what)
 
 
+def _scan_of(vols: list[Volume], src: Path) -> Volume:
+    """The image among what was read; a mask or prediction given as input is a clear error."""
+    for v in vols:
+        if v.kind == "image":
+            return v
+    raise ReadError(f"{src.name}: this is a mask (labels), not a scan; give the scan itself "
+                    "(its mask is found by the pairing convention).")
+
+
 def _ground_truth(truth: Path | None, src: Path) -> tuple[np.ndarray | None, str]:
     """The optional ground-truth mask, or None and a note saying why it cannot be used.
 
@@ -338,7 +347,7 @@ def _segment_loaded(src: Path, dest: Path, vols: list[Volume], gt: np.ndarray | 
                     predictor: Predictor, skull_strip: bool | None, overlay: Path | None,
                     axis: int, t0: float) -> tuple[FileResult, Callable[[], None]]:
     """Segment one read input; return its result and the function that writes its outputs."""
-    image: Volume = next(v for v in vols if v.kind == "image")
+    image = _scan_of(vols, src)
     res = segment_scan(predictor, image.data, image.spacing, affine=image.affine,
                        geometry_known=image.has_geometry, skull_strip=skull_strip, axis=axis)
     mask, n, size, unit = res.mask, res.voxels, res.size_mm, res.unit

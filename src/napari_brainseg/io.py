@@ -44,6 +44,7 @@ from .volume import (
     MAX_VOXELS,
     MIN_SIDE,
     NIFTI_SUFFIXES,
+    PREDICTION_SUFFIX,
     RASTER_SUFFIXES,
     SUPPORTED_SUFFIXES,
     TUMOUR_TYPES,
@@ -119,8 +120,9 @@ class Pair:
 def find_pairs(folder: Path, recursive: bool = True) -> list[Pair]:
     """List the image files of a folder with their masks, by the README's pairing convention.
 
-    Masks themselves (``*_mask.*`` and files under ``masks/``/``labels/``) are not listed as
-    images. DICOM series are not listed (use :func:`read_dicom`).
+    Masks themselves (``*_mask.*`` and files under ``masks/``/``labels/``) and this package's
+    predictions (``*_tumour.*``) are not listed as images. DICOM series are not listed (use
+    :func:`read_dicom`).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -132,7 +134,8 @@ def find_pairs(folder: Path, recursive: bool = True) -> list[Pair]:
             continue
         if f.name.startswith("."):
             continue
-        if stem(f).endswith(MASK_SUFFIX) or f.parent.name.lower() in MASK_DIRS:
+        if stem(f).endswith((MASK_SUFFIX, PREDICTION_SUFFIX)) or \
+                f.parent.name.lower() in MASK_DIRS:
             continue
         if suffix_of(f) in MAT_SUFFIXES:
             pairs.append(Pair(f, f))
@@ -148,10 +151,17 @@ def _read_with_mask(path: Path, with_mask: bool = True) -> list[Volume]:
         return read_mat(path)
     if suffix in DICOM_SUFFIXES:
         return read_dicom(path)
-    is_mask = stem(path).endswith(MASK_SUFFIX) or path.parent.name.lower() in MASK_DIRS
+    is_prediction = stem(path).endswith(PREDICTION_SUFFIX)
+    is_mask = (stem(path).endswith(MASK_SUFFIX) or path.parent.name.lower() in MASK_DIRS
+               or is_prediction)
     kind: Literal["image", "labels"] = "labels" if is_mask else "image"
     reader = read_nifti if suffix in NIFTI_SUFFIXES else read_raster
     image = reader(path, kind=kind)
+    if is_prediction:  # a saved prediction reopens as an editable labels layer, named as such
+        base = image.name[: -len(PREDICTION_SUFFIX)] if image.name.endswith(PREDICTION_SUFFIX) \
+            else image.name
+        image = replace(image, name=f"{base} prediction",
+                        metadata={**image.metadata, "prediction": True})
     out = [image]
     if kind == "image" and with_mask:
         mask_path = mask_for(path)
@@ -163,7 +173,7 @@ def _read_with_mask(path: Path, with_mask: bool = True) -> list[Volume]:
                     f"{mask_path.name}: mask of shape {mask.data.shape} does not match its image "
                     f"{path.name} of shape {image.data.shape}. Masks must have the image's size."
                 )
-            out.append(replace(mask, name=f"{image.name} tumour", spacing=image.spacing,
+            out.append(replace(mask, name=f"{image.name} ground truth", spacing=image.spacing,
                                affine=image.affine, metadata=image.metadata))
     return out
 

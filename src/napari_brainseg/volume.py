@@ -34,6 +34,9 @@ DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 SUPPORTED_SUFFIXES = NIFTI_SUFFIXES + MAT_SUFFIXES + DICOM_SUFFIXES + RASTER_SUFFIXES
 MASK_SUFFIX = "_mask"
+#: What this package's segmentation outputs end with (``NAME_tumour.ext``): predictions, never
+#: scans to segment again nor ground truth.
+PREDICTION_SUFFIX = "_tumour"
 MASK_DIRS = ("masks", "labels")
 IMAGE_DIRS = ("images",)
 

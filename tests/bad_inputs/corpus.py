@@ -728,6 +728,10 @@ CASES += [
          check=_all_segmented),
     Case("segment-stopped-before-overlay", "re-run after a run stopped between a mask and its "
          "overlay", "segment", _overlay_lost, 0, "2 skipped", check=_overlay_completed),
+    Case("segment-mask-as-input", "a *_mask.png given as the scan", "segment",
+         lambda c: [str(_png(c.d / "scan_mask.png", np.eye(48, dtype=np.uint8) * 255)),
+                    str(c.out()), "--model", str(c.model), "-q"], 1,
+         "scan_mask.png: this is a mask \\(labels\\), not a scan"),
     Case("sample-data-bad-size", "--size 12x", "sample-data",
          lambda c: [str(c.d / "sd"), "--size", "12x"], 2, "--size must look like"),
 ]

@@ -16,6 +16,8 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_warning
 
+from napari_brainseg._reader import prediction_colormap
+
 from ._base import _grey_data, _layer_scale, _WorkerWidget
 from .train import RECENT_MODELS
 
@@ -134,7 +136,8 @@ class SegmentWidget(_WorkerWidget):
             if result is None:
                 return
             layer = self.viewer.add_labels(result.mask, name=f"{name} tumour",
-                                           scale=full_scale, metadata=meta, opacity=0.6)
+                                           scale=full_scale, metadata=meta, opacity=0.6,
+                                           colormap=prediction_colormap())
             if result.brain is not None:
                 self.viewer.add_labels(result.brain.astype(np.uint8), name=f"{name} brain",
                                        scale=full_scale, metadata=meta, opacity=0.25,

@@ -92,7 +92,8 @@ class TrainWidget(_WorkerWidget):
 
         def rank(layer: Labels) -> tuple[bool, bool]:
             name = layer.name.lower()
-            return ("brain" in name or "mask" in name, "tumour" not in name)
+            return ("brain" in name or "mask" in name,
+                    not any(w in name for w in ("tumour", "prediction", "ground truth")))
 
         return [(la.name, la) for la in sorted(layers, key=rank)]
 
