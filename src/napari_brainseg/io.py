@@ -222,7 +222,7 @@ def _read_folder(folder: Path) -> list[Volume]:
         mstack = np.stack([m.data if m is not None else np.zeros(stack.shape[1:], np.uint8)
                            for m in masks])
         out.append(Volume(data=mstack, spacing=out[0].spacing, kind="labels",
-                          name=f"{folder.name} tumour", source=folder, metadata=meta))
+                          name=f"{folder.name} ground truth", source=folder, metadata=meta))
     return out
 
 

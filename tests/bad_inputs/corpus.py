@@ -630,7 +630,7 @@ INFO = [
     ("mask of the wrong size", mask_wrong_shape, 1, "does not match"),
     ("mask with values 0.5", mask_soft, 1, "not labels"),
     ("mask with labels 0/1/2", mask_multilabel, 0, "count every non-zero label as tumour"),
-    ("mask saved as 0/255", mask_255, 0, r"labels 'white tumour'.*range=\[0, 1\]"),
+    ("mask saved as 0/255", mask_255, 0, r"labels 'white ground truth'.*range=\[0, 1\]"),
     (".mat v5 without cjdata", mat5_no_cjdata, 1, "cjdata"),
     (".mat v5, image is a string", mat5_string_image, 1, "2D numeric"),
     (".mat v5, tumorMask is a string", mat5_string_mask, 1, "must be a numeric array"),

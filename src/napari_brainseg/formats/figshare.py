@@ -110,7 +110,7 @@ def read_mat(path: Path) -> list[Volume]:
                 f"{image.shape}."
             )
         out.append(Volume(data=_labels_from(mask, path), spacing=(1.0, 1.0), kind="labels",
-                          name=f"{name} tumour", source=path, metadata=meta))
+                          name=f"{name} ground truth", source=path, metadata=meta))
     return out
 
 

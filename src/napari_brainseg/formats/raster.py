@@ -97,7 +97,7 @@ def read_raster(path: Path, kind: Literal["image", "labels"] = "image") -> Volum
     data = _values(arr, path, kind, warnings)
     return Volume(
         data=data, spacing=(1.0,) * data.ndim, kind=kind,
-        name=stem(path) if kind == "image" else f"{stem(path)[: -len(MASK_SUFFIX)]} tumour"
+        name=stem(path) if kind == "image" else f"{stem(path)[: -len(MASK_SUFFIX)]} ground truth"
         if stem(path).endswith(MASK_SUFFIX) else stem(path),
         source=path, metadata={"format": suffix_of(path)[1:]}, warnings=tuple(warnings),
     )
