@@ -152,9 +152,9 @@ class SegmentWidget(_WorkerWidget):
             unit = "mm³" if result.unit == "mm3" else "mm²"
             where = ""
             if result.mask.ndim == 3 and result.voxels:
-                where = f"; showing the largest lesion, slice {viewer_slice(self.viewer)}"
-            self.status.value = (f"tumour: {result.size_mm:,.1f} {unit} "
-                                 f"({result.voxels:,} voxels){where}")
+                where = f"; slice {viewer_slice(self.viewer)}"  # the largest lesion's centre
+            self.status.value = (f"tumour: {result.size_mm:,.0f} {unit}, "
+                                 f"{result.voxels:,} voxels{where}")
 
         return job(), done
 
