@@ -262,7 +262,16 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from .io import ReadError
     from .model import CheckpointError
     from .predict import Predictor, SegmentOptions
+    from .volume import suffix_of
 
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        _err(f"{out}: is a file; OUTPUT must be a folder (masks and results.csv go inside it)")
+        return 2
+    if not out.exists() and suffix_of(out):
+        _err(f"{out}: looks like a file name; OUTPUT must be a folder (masks are named "
+             "NAME_tumour inside it). Give a folder, e.g. results/")
+        return 2
     try:
         opts = SegmentOptions(threshold=args.threshold, tta=args.tta,
                               min_area_mm2=args.min_area, keep=args.keep,

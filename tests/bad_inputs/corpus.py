@@ -597,6 +597,10 @@ def _overlay_completed(c: Ctx) -> None:
     assert any("overlay was written" in r["error"] for r in rows)
 
 
+def _no_path(p: Path) -> None:
+    assert not p.exists()
+
+
 def _no_study(c: Ctx) -> None:
     assert not (c.d / "study").exists()
 
@@ -732,6 +736,13 @@ CASES += [
          lambda c: [str(_png(c.d / "scan_mask.png", np.eye(48, dtype=np.uint8) * 255)),
                     str(c.out()), "--model", str(c.model), "-q"], 1,
          "scan_mask.png: this is a mask \\(labels\\), not a scan"),
+    Case("segment-output-is-a-file", "OUTPUT is an existing file", "segment",
+         lambda c: [str(_png(c.d / "scan.png")), str(_png(c.d / "existing.png")), "--model",
+                    str(c.model), "-q"], 2, "existing.png: is a file; OUTPUT must be a folder"),
+    Case("segment-output-looks-like-a-file", "segment IMG tumour.png (a file name as OUTPUT)",
+         "segment", lambda c: [str(_png(c.d / "scan.png")), str(c.d / "tumour.png"), "--model",
+                               str(c.model), "-q"], 2, "tumour.png: looks like a file name",
+         check=lambda c: _no_path(c.d / "tumour.png")),
     Case("sample-data-bad-size", "--size 12x", "sample-data",
          lambda c: [str(c.d / "sd"), "--size", "12x"], 2, "--size must look like"),
 ]
