@@ -81,3 +81,57 @@ def test_shape_mismatch():
         confusion(np.zeros((2, 2)), np.zeros((2, 3)))
     with pytest.raises(ValueError, match="no images"):
         evaluate([])
+
+
+def test_lesion_table_rows_largest_first_with_sizes_diameters_and_slices():
+    from napari_brainseg.metrics import lesion_table
+
+    mask = np.zeros((10, 20, 20), np.uint8)
+    mask[2:5, 2:6, 2:4] = 1      # 3 x 4 x 2 = 24 voxels, slices 2-4
+    mask[6, 10:13, 10] = 1       # 3 voxels on one slice, a line
+    mask[7:10, 15:19, 12:18] = 1  # 3 x 4 x 6 = 72 voxels, slices 7-9
+    prob = np.where(mask > 0, 0.9, 0.1).astype(np.float32)
+    prob[6] = np.where(mask[6] > 0, 0.6, 0.0)
+    rows = lesion_table(mask, spacing=(2.0, 0.5, 0.5), probability=prob)
+    assert [r.voxels for r in rows] == [72, 24, 3] and [r.number for r in rows] == [1, 2, 3]
+    big, mid, line = rows
+    assert big.unit == "mm3" and big.size_mm == pytest.approx(72 * 0.5)
+    assert big.slices() == (7, 9) and big.bbox == ((7, 9), (15, 18), (12, 17))
+    assert big.centre == (8, 16, 14)  # numpy rounds the .5 centres to even
+    # Corner to corner: 2 slices x 2 mm, 3 rows x 0.5 mm, 5 columns x 0.5 mm.
+    assert big.diameter_mm == pytest.approx(np.sqrt(4**2 + 1.5**2 + 2.5**2))
+    assert mid.mean_probability == pytest.approx(0.9)
+    assert line.slices() == (6, 6) and line.diameter_mm == pytest.approx(1.0)
+    assert line.mean_probability == pytest.approx(0.6)
+    assert mask.max() == 1  # the mask itself is never relabelled
+
+
+def test_lesion_table_2d_large_and_degenerate_components():
+    from napari_brainseg.metrics import lesion_table
+
+    mask = np.zeros((300, 300), bool)
+    yy, xx = np.mgrid[:300, :300]
+    mask[(yy - 100) ** 2 + (xx - 120) ** 2 <= 60**2] = True  # > 1000 edge points: hull path
+    mask[250, 10:290] = True                                  # collinear: degenerate hull
+    disc, line = lesion_table(mask, spacing=(0.5, 0.5))
+    assert disc.unit == "mm2" and disc.size_mm == pytest.approx(np.pi * 30**2, rel=0.01)
+    assert disc.diameter_mm == pytest.approx(60.0, abs=0.6)
+    assert np.isnan(disc.mean_probability) and disc.centre == (100, 120)
+    assert line.diameter_mm == pytest.approx(279 * 0.5)
+
+
+def test_lesion_table_flat_lesion_in_a_volume_and_errors():
+    from napari_brainseg.metrics import lesion_table
+
+    vol = np.zeros((3, 200, 200), np.uint8)
+    vol[1, 20:180, 20:180] = 1  # one slice, > 1000 surface points: a flat hull
+    (flat,) = lesion_table(vol)
+    assert flat.slices() == (1, 1)
+    assert flat.diameter_mm == pytest.approx(np.hypot(159, 159))
+    assert lesion_table(np.zeros((4, 4))) == []
+    with pytest.raises(ValueError, match="spacing"):
+        lesion_table(vol, spacing=(1, 1))
+    with pytest.raises(ValueError, match="probability"):
+        lesion_table(vol, probability=np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="mask"):
+        lesion_table(np.zeros(5))

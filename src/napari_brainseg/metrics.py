@@ -171,3 +171,122 @@ def evaluate(pairs: Iterable[tuple[np.ndarray, np.ndarray]],
         mean[k] = float(v.mean()) if v.size else float("nan")
         sd[k] = float(v.std(ddof=1)) if v.size > 1 else 0.0
     return Evaluation(pooled, mean, sd, rows, undefined, total)
+
+
+# --------------------------------------------------------------------------- lesions
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """One connected component of a tumour mask: a row of the lesion table.
+
+    Attributes
+    ----------
+    number : int
+        1 for the largest lesion, 2 for the next, ... (ties keep scan order).
+    voxels : int
+        Voxels (pixels for a 2D mask) in the component.
+    size_mm : float
+        Volume in mm³ for a ``(Z, Y, X)`` mask, area in mm² for a ``(Y, X)`` mask.
+    unit : str
+        ``"mm3"`` or ``"mm2"``.
+    diameter_mm : float
+        Longest diameter: the largest distance between two voxel centres of the component, in
+        mm (0 for a single voxel; in 3D for a volume, so it can exceed any in-plane diameter).
+    mean_probability : float
+        Mean tumour probability over the component's voxels; NaN without a probability map.
+    centre : tuple of int
+        Voxel index of the component's centre of mass, rounded. Along each axis it lies within
+        ``bbox``; along the first axis of a volume that slice holds part of the lesion.
+    bbox : tuple of (int, int)
+        ``(first, last)`` voxel index per axis, inclusive.
+    """
+
+    number: int
+    voxels: int
+    size_mm: float
+    unit: str
+    diameter_mm: float
+    mean_probability: float
+    centre: tuple[int, ...]
+    bbox: tuple[tuple[int, int], ...]
+
+    def slices(self, axis: int = 0) -> tuple[int, int]:
+        """``(first, last)`` slice index of the lesion along ``axis`` (inclusive)."""
+        return self.bbox[axis]
+
+
+def _longest_diameter(points: np.ndarray) -> float:
+    """Largest distance between two of ``points`` ``(N, D)`` in mm."""
+    from scipy.spatial import ConvexHull
+    from scipy.spatial.distance import pdist
+
+    if len(points) < 2:
+        return 0.0
+    if len(points) > 1000 and len(points) > points.shape[1] + 1:
+        # The farthest pair lies on the convex hull; "QJ" (joggle) also handles flat lesions
+        # (one slice of a volume), whose hull is degenerate.
+        points = points[ConvexHull(points, qhull_options="QJ").vertices]
+    return float(pdist(points).max())
+
+
+def lesion_table(mask: np.ndarray, spacing: Sequence[float] | None = None,
+                 probability: np.ndarray | None = None) -> list[Lesion]:
+    """Describe each connected lesion of a tumour mask, largest first.
+
+    Components are face-connected (6-connectivity in 3D, 4 in 2D), the same as the rest of the
+    package (``largest_lesion_centre``, ``keep="largest"``); the mask itself is never relabelled.
+
+    Parameters
+    ----------
+    mask : np.ndarray
+        ``(Y, X)`` slice or ``(Z, Y, X)`` volume; non-zero = tumour.
+    spacing : sequence of float, optional
+        Voxel size in mm per axis (default 1 mm).
+    probability : np.ndarray, optional
+        float tumour probability (0-1) of ``mask``'s shape, for the mean probability column.
+
+    Returns
+    -------
+    list of Lesion
+        Empty for an empty mask.
+
+    Raises
+    ------
+    ValueError
+        A mask that is not 2D/3D, a spacing of the wrong length or not positive, or a probability
+        map of another shape.
+    """
+    m = np.asarray(mask) > 0
+    if m.ndim not in (2, 3):
+        raise ValueError(f"expected a (Y, X) or (Z, Y, X) mask, got shape {m.shape}")
+    sp = np.ones(m.ndim) if spacing is None else np.asarray(spacing, float)
+    if sp.shape != (m.ndim,) or not np.all(sp > 0):
+        raise ValueError(f"spacing must be {m.ndim} positive numbers (mm per axis), got "
+                         f"{tuple(np.atleast_1d(sp))}")
+    if probability is not None and np.shape(probability) != m.shape:
+        raise ValueError(f"probability map {np.shape(probability)} does not match the mask "
+                         f"{m.shape}")
+    labels, n = ndi.label(m)
+    if n == 0:
+        return []
+    voxel_mm = float(np.prod(sp))
+    unit = "mm3" if m.ndim == 3 else "mm2"
+    found = []
+    for i, box in enumerate(ndi.find_objects(labels), start=1):
+        comp = labels[box] == i
+        offset = np.array([s.start for s in box])
+        edge = comp & ~ndi.binary_erosion(comp)  # the farthest pair lies on the surface
+        points = (np.argwhere(edge) + offset) * sp
+        centre = np.array(ndi.center_of_mass(comp)) + offset
+        lo = offset
+        hi = np.array([s.stop - 1 for s in box])
+        centre = np.clip(np.round(centre).astype(int), lo, hi)
+        mean_p = (float(np.asarray(probability)[box][comp].mean()) if probability is not None
+                  else float("nan"))
+        voxels = int(comp.sum())
+        found.append((voxels, i, _longest_diameter(points), mean_p, tuple(int(c) for c in centre),
+                      tuple((int(a), int(b)) for a, b in zip(lo, hi, strict=True))))
+    found.sort(key=lambda f: (-f[0], f[1]))
+    return [Lesion(k, v, v * voxel_mm, unit, d, p, c, b)
+            for k, (v, _i, d, p, c, b) in enumerate(found, start=1)]
