@@ -136,3 +136,7 @@ def test_segment_volume_moves_to_the_largest_lesion(make_napari_viewer_proxy, qt
     assert centre is not None and 7 <= centre[0] <= 9
     assert viewer.dims.current_step[0] == centre[0]  # the view moved there
     assert viewer.layers.selection.active.name == "vol tumour"
+    # ...and lists every lesion, the largest first (the one the view moved to).
+    assert w.lesions.rows and w.lesions.rows[0].centre == centre
+    assert w.lesions.table.shape[0] == len(w.lesions.rows)
+    assert "vol tumour" in w.lesions.title.value

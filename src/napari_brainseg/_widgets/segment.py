@@ -14,7 +14,8 @@ from magicgui.widgets import (
     create_widget,
 )
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error, show_warning
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtWidgets import QAbstractItemView
 
 from napari_brainseg._reader import prediction_colormap
 
@@ -97,8 +98,9 @@ class SegmentWidget(_WorkerWidget):
         self.skull = ComboBox(choices=list(SKULL_CHOICES), value=next(iter(SKULL_CHOICES)),
                               label="skull strip first")
         self.show_prob = CheckBox(value=False, text="also add the probability map")
+        self.lesions = LesionTable(viewer)
         self.extend([self.image, self.brain, self.model, *_option_widgets(self), self.axis,
-                     self.skull, self.show_prob, *self._controls()])
+                     self.skull, self.show_prob, *self._controls(), self.lesions])
 
     def _segment_job(self) -> Any:
         from napari_brainseg.predict import Predictor, iter_segment_scan
@@ -128,13 +130,17 @@ class SegmentWidget(_WorkerWidget):
         affine = np.asarray(affine) if affine is not None else None
 
         def job() -> Any:
-            return (yield from iter_segment_scan(
-                predictor, data, scale, affine=affine, geometry_known=affine is not None,
-                brain_mask=brain, skull_strip=skull, axis=axis, keep_probability=keep_prob))
+            from napari_brainseg.metrics import lesion_table
 
-        def done(result: Any) -> None:
-            if result is None:
+            result = yield from iter_segment_scan(
+                predictor, data, scale, affine=affine, geometry_known=affine is not None,
+                brain_mask=brain, skull_strip=skull, axis=axis, keep_probability=True)
+            return result, lesion_table(result.mask, scale, result.probability)
+
+        def done(out: Any) -> None:
+            if out is None:
                 return
+            result, lesions = out
             layer = self.viewer.add_labels(result.mask, name=f"{name} tumour",
                                            scale=full_scale, metadata=meta, opacity=0.6,
                                            colormap=prediction_colormap())
@@ -143,6 +149,7 @@ class SegmentWidget(_WorkerWidget):
                                        scale=full_scale, metadata=meta, opacity=0.25,
                                        visible=False)
             show_largest_lesion(self.viewer, layer, result.mask)
+            self.lesions.show(lesions, layer)
             if result.warning:
                 show_warning(f"napari-brainseg: {result.warning}")
             if keep_prob and result.probability is not None:
@@ -157,6 +164,113 @@ class SegmentWidget(_WorkerWidget):
                                  f"{result.voxels:,} voxels{where}")
 
         return job(), done
+
+
+LESION_COLUMNS = ["#", "size", "longest diameter (mm)", "mean prob.", "slices"]
+HIGHLIGHT = "lesion highlight"
+
+
+class LesionTable(Container):
+    """The lesions of the last segmentation, one row each; clicking a row shows that lesion.
+
+    The view moves to the lesion's centre slice and a yellow box (a temporary Shapes layer
+    named "lesion highlight") frames it on each of its slices. The mask is left as it is.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        from magicgui.widgets import Label, Table
+
+        self.viewer = viewer
+        self.rows: list[Any] = []
+        self.layer: Labels | None = None
+        self.title = Label(value="lesions: none yet")
+        self.table = Table(value={c: [] for c in LESION_COLUMNS})
+        self.table.read_only = True
+        self.table.native.setMinimumHeight(120)
+        self.table.native.setMaximumHeight(220)
+        self.table.native.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.native.verticalHeader().setVisible(False)  # "#" is the lesion's number
+        self.table.native.cellClicked.connect(lambda row, _col: self.select(row))
+        self.table.native.currentCellChanged.connect(lambda row, *_: self.select(row))
+        super().__init__(widgets=[self.title, self.table], labels=False)
+        self.margins = (0, 0, 0, 0)
+
+    def show(self, lesions: list[Any], layer: Labels) -> None:
+        """List ``lesions`` (from :func:`napari_brainseg.metrics.lesion_table`) of ``layer``."""
+        self._remove_highlight()
+        self.rows, self.layer = list(lesions), layer
+        unit = "mm³" if layer.data.ndim == 3 else "mm²"
+        native = self.table.native
+        native.blockSignals(True)  # filling the table is not a click
+        self.table.value = {
+            "#": [str(r.number) for r in lesions],
+            "size": [f"{r.size_mm:,.1f} {unit}" for r in lesions],
+            "longest diameter (mm)": [f"{r.diameter_mm:.1f}" for r in lesions],
+            "mean prob.": ["-" if r.mean_probability != r.mean_probability
+                           else f"{r.mean_probability:.2f}" for r in lesions],
+            "slices": [self._slice_text(r) for r in lesions],
+        }
+        native.setCurrentCell(-1, -1)
+        native.blockSignals(False)
+        native.resizeColumnsToContents()
+        n = len(lesions)
+        self.title.value = (f"{n} lesion{'s' if n != 1 else ''} in '{layer.name}'"
+                            + (" (click a row to show it)" if n else ""))
+
+    def _axis(self) -> int | None:
+        """The mask axis moved by the viewer's first slider (None for a 2D mask)."""
+        if self.layer is None or self.layer.data.ndim < 3:
+            return None
+        lead = self.viewer.dims.ndim - self.layer.data.ndim
+        for ax in self.viewer.dims.not_displayed:
+            if 0 <= ax - lead < self.layer.data.ndim:
+                return ax - lead
+        return None
+
+    def _slice_text(self, lesion: Any) -> str:
+        axis = self._axis()
+        if axis is None:
+            return "-"
+        a, b = lesion.slices(axis)
+        return str(a) if a == b else f"{a}-{b}"
+
+    def _remove_highlight(self) -> None:
+        if HIGHLIGHT in self.viewer.layers:
+            self.viewer.layers.remove(HIGHLIGHT)
+
+    def select(self, row: int) -> None:
+        """Move the view to lesion ``row``'s centre slice and frame it."""
+        if not 0 <= row < len(self.rows) or self.layer is None:
+            return
+        if self.layer not in self.viewer.layers:
+            show_info("napari-brainseg: the segmentation layer of this table was removed.")
+            return
+        lesion, layer = self.rows[row], self.layer
+        world = [c * s + t for c, s, t in zip(lesion.centre, layer.scale, layer.translate,
+                                              strict=False)]
+        lead = self.viewer.dims.ndim - layer.data.ndim
+        for ax in self.viewer.dims.not_displayed:
+            if 0 <= ax - lead < layer.data.ndim:
+                self.viewer.dims.set_point(ax, world[ax - lead])
+        self._draw_box(lesion, layer)
+        self.viewer.layers.selection.active = layer  # ready for the brush and eraser
+
+    def _draw_box(self, lesion: Any, layer: Labels) -> None:
+        (y0, y1), (x0, x1) = lesion.bbox[-2:]
+        # Voxel edges, one voxel out, so the frame does not hide the lesion's border.
+        y0, x0, y1, x1 = y0 - 1.5, x0 - 1.5, y1 + 1.5, x1 + 1.5
+        corners = np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], float)
+        if layer.data.ndim == 3:
+            z0, z1 = lesion.bbox[0]
+            boxes = [np.column_stack([np.full(4, z), corners]) for z in range(z0, z1 + 1)]
+        else:
+            boxes = [corners]
+        if HIGHLIGHT in self.viewer.layers:
+            self.viewer.layers.remove(HIGHLIGHT)
+        self.viewer.add_shapes(boxes, shape_type="rectangle", name=HIGHLIGHT,
+                               scale=layer.scale, translate=layer.translate,
+                               edge_color="yellow", face_color="transparent",
+                               edge_width=1.5)
 
 
 def viewer_slice(viewer: napari.viewer.Viewer) -> int:
