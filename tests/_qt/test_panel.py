@@ -1,0 +1,54 @@
+from pathlib import Path
+
+from napari_brainseg._widgets import BrainSegPanel
+
+MANIFEST = Path(__file__).resolve().parents[2] / "src" / "napari_brainseg" / "napari.yaml"
+
+
+def test_panel_fits_a_1280x800_screen(make_napari_viewer_proxy, qtbot):
+    viewer = make_napari_viewer_proxy(show=True)
+    panel = BrainSegPanel(viewer)
+    viewer.window.add_dock_widget(panel, name="Brain tumour segmentation", area="right")
+    window = viewer.window._qt_window
+    window.resize(1280, 800)
+    qtbot.wait(0)  # let the layout settle (no timing involved: one pass of the event loop)
+    assert [panel.tabText(i) for i in range(panel.count())] == [
+        "Skull strip", "Segment", "Correct && train", "Batch"]
+    assert panel.sizeHint().height() <= 760 and panel.minimumSizeHint().height() <= 760
+    assert window.minimumSizeHint().height() <= 800 and window.minimumSizeHint().width() <= 1280
+    assert window.height() <= 800 and window.width() <= 1280  # the window did not grow
+    # narrow enough to leave the canvas most of the screen
+    assert max(panel.widget(i).minimumWidth() for i in range(panel.count())) <= 520
+    for i in range(panel.count()):  # tall tabs scroll instead of stretching the window
+        area = panel.widget(i)
+        assert area.widget().sizeHint().height() <= 1000
+        assert area.minimumSizeHint().height() <= 200
+
+
+def test_panel_tabs_follow_the_layers_and_closing_cancels(make_napari_viewer_proxy):
+    import numpy as np
+
+    viewer = make_napari_viewer_proxy()
+    panel = BrainSegPanel(viewer)
+    viewer.window.add_dock_widget(panel, name="Brain tumour segmentation", area="right")
+    layer = viewer.add_image(np.zeros((32, 32), np.float32), name="scan")
+    # napari calls the panel's reset_choices: every tab offers the new layer
+    assert panel.segment.image.value.name == layer.name
+    assert panel.skull_strip.image.value.name == layer.name
+    assert panel.train.image.value.name == layer.name
+    cancelled = []
+    for w in panel.widgets:
+        w.cancel = lambda w=w: cancelled.append(w)
+    viewer.window.remove_dock_widget(panel)  # the dock's "x" button
+    assert len(cancelled) == 4
+
+
+def test_manifest_offers_the_panel_and_each_widget():
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_file(MANIFEST)
+    names = [w.display_name for w in manifest.contributions.widgets]
+    assert names[0] == "Brain tumour segmentation"
+    assert {"Skull strip", "Segment tumour", "Train U-Net", "Batch segment a folder"} <= set(names)
+    commands = {c.id: c.python_name for c in manifest.contributions.commands}
+    assert commands[manifest.contributions.widgets[0].command].endswith(":BrainSegPanel")
