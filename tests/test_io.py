@@ -385,3 +385,98 @@ def test_a_saved_prediction_reopens_as_labels_and_is_never_a_scan_or_ground_trut
     assert [(p.image.name, p.mask.name) for p in pairs] == [("scan.png", "scan_mask.png")]
     scan, truth = read(tmp_path / "scan.png")
     assert truth.kind == "labels" and truth.name == "scan ground truth"
+
+
+# ----------------------------------------------------------------------------- issue 15: scale
+
+
+def _count_scandir(monkeypatch) -> list:
+    import os
+
+    calls = []
+    real = os.scandir
+
+    def scandir(path="."):
+        calls.append(str(path))
+        return real(path)
+    monkeypatch.setattr(os, "scandir", scandir)
+    return calls
+
+
+def test_pairing_lists_each_folder_once_not_once_per_image(tmp_path, monkeypatch):
+    from napari_brainseg.io import find_pairs
+
+    n = 3000
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+    for k in range(n):  # empty files: pairing goes by names only
+        (tmp_path / "images" / f"s{k}.png").touch()
+        if k % 3:
+            (tmp_path / "masks" / f"s{k}.png").touch()
+    (tmp_path / "images" / "x.png").touch()
+    (tmp_path / "images" / "x_mask.tif").touch()
+
+    def no_probe(path):
+        raise AssertionError(f"pairing probed the disk for {path}; it must use the listing")
+    monkeypatch.setattr(io, "_is_file", no_probe)
+    calls = _count_scandir(monkeypatch)
+    pairs = find_pairs(tmp_path)
+    # the folder, images/, masks/ (and a look for labels/): once each, whatever n is
+    assert len(calls) == len(set(calls)) <= 4
+    assert len(pairs) == n + 1
+    got = {p.image.name: p.mask for p in pairs}
+    assert got["s1.png"] == tmp_path / "masks" / "s1.png" and got["s3.png"] is None
+    assert got["x.png"] == tmp_path / "images" / "x_mask.tif"
+    calls.clear()
+    pairs = find_pairs(tmp_path / "images", recursive=False)  # masks/ lies outside: listed once
+    assert len(calls) == len(set(calls)) <= 3 and len(pairs) == n + 1
+
+
+def test_a_segment_run_pairs_the_folder_once(tmp_path, monkeypatch):
+    from napari_brainseg import batch
+
+    (tmp_path / "in").mkdir()
+    iio.imwrite(tmp_path / "in" / "a.png", np.zeros((16, 16), np.uint8))
+    items = batch.list_inputs(tmp_path / "in", exclude=tmp_path / "out")
+
+    def again(*a, **k):
+        raise AssertionError("the inputs were listed and paired a second time")
+    monkeypatch.setattr(batch, "list_inputs", again)
+    gen = batch.iter_segment_folder(tmp_path / "in", tmp_path / "out", predictor=None,
+                                    items=items[:0])
+    assert list(gen) == []
+    assert (tmp_path / "out" / "results.csv").exists()
+
+
+def test_mask_lookup_survives_a_name_too_long_to_probe(tmp_path):
+    from napari_brainseg.io import find_pairs, mask_for
+
+    long = tmp_path / ("x" * 250 + ".png")
+    iio.imwrite(long, np.zeros((16, 16), np.uint8))
+    assert mask_for(long) is None  # "<250 x>_mask.png" exceeds NAME_MAX: no mask, no OSError
+    assert [p.image for p in find_pairs(tmp_path)] == [long]
+
+
+def test_napari_declines_a_big_foreign_folder_after_a_bounded_look(tmp_path, monkeypatch):
+    from napari_brainseg._reader import get_reader
+
+    junk = tmp_path / "junk"
+    (junk / "deep" / "deeper").mkdir(parents=True)
+    for k in range(3000):
+        (junk / f"note{k}.txt").touch()
+        (junk / f"blob{k}").touch()  # suffix-less: each could be DICOM, but few are opened
+    (junk / "deep" / "deeper" / "late.png").touch()  # beyond the look: not found, declined
+    probes = []
+    monkeypatch.setattr(io, "_looks_like_dicom", lambda p: probes.append(p) or False)
+    calls = _count_scandir(monkeypatch)
+    assert get_reader(str(junk)) is None
+    assert len(probes) <= io.CAN_READ_PROBES and len(calls) == 1
+
+    monkeypatch.undo()
+    dicom = tmp_path / "export" / "PA0" / "ST0" / "SE0"
+    make_dicom_series(dicom, n=2)
+    assert get_reader(str(tmp_path / "export")) is not None  # nested DICOM, few entries
+    (tmp_path / "set" / "images").mkdir(parents=True)
+    assert get_reader(str(tmp_path / "set")) is not None
+    (tmp_path / "empty").mkdir()
+    assert get_reader(str(tmp_path / "empty")) is None

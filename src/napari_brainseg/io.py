@@ -24,14 +24,14 @@ same stem. figshare ``.mat`` files carry their own mask.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from .formats.dicom import _looks_like_dicom, read_dicom
+from .formats.dicom import _looks_like_dicom, is_dicom_file, read_dicom
 from .formats.figshare import read_mat, write_mat
 from .formats.nifti import read_nifti, write_image, write_nifti
 from .formats.raster import read_raster, write_raster
@@ -53,6 +53,7 @@ from .volume import (
     _natural_key,
     atomic_write,
     is_supported_file,
+    list_files,
     stem,
     suffix_of,
     to_grey,
@@ -62,6 +63,7 @@ __all__ = [
     "DICOM_SUFFIXES", "IMAGE_DIRS", "MASK_DIRS", "MASK_SUFFIX", "MAT_SUFFIXES", "MAX_VOXELS",
     "MIN_SIDE", "NIFTI_SUFFIXES", "RASTER_SUFFIXES", "SUPPORTED_SUFFIXES", "TUMOUR_TYPES",
     "Pair", "ReadError", "Volume", "atomic_write", "can_read", "find_pairs", "is_supported_file",
+    "list_files",
     "mask_for", "read", "read_dicom", "read_mat", "read_nifti", "read_raster",
     "stem", "suffix_of", "to_grey", "write_image", "write_labels", "write_mat", "write_nifti",
     "write_raster",
@@ -86,27 +88,54 @@ def write_labels(path: Path, labels: np.ndarray, like: Volume | Mapping[str, Any
 # --------------------------------------------------------------------------- pairing & dispatch
 
 
-def mask_for(image_path: Path) -> Path | None:
-    """Return the mask file paired with ``image_path`` by the README's convention, or None."""
-    image_path = Path(image_path)
+def _suffix_variants(path: Path) -> list[str]:
+    """Suffixes a mask of ``path`` may have.
+
+    The image's own as written first, then every supported one in lower and upper case.
+    """
+    written = path.name[len(stem(path)):]
+    out: list[str] = []
+    for x in (written, *SUPPORTED_SUFFIXES, *(x.upper() for x in SUPPORTED_SUFFIXES)):
+        if x and x not in out:
+            out.append(x)
+    return out
+
+
+def _find_mask(image_path: Path, exists: Callable[[Path], bool]) -> Path | None:
+    """The mask of ``image_path`` by the pairing convention, looked up name by name.
+
+    ``exists`` answers for one candidate path (a probe of the disk, or a folder listing made
+    once), so pairing a folder costs one listing per folder, never one per image.
+    """
     s = stem(image_path)
     if s.endswith(MASK_SUFFIX):
         return None
-    for suffix in (suffix_of(image_path), *SUPPORTED_SUFFIXES):
-        candidate = image_path.with_name(f"{s}{MASK_SUFFIX}{suffix}")
-        if candidate.is_file():
+    variants = _suffix_variants(image_path)
+    for x in variants:
+        candidate = image_path.with_name(f"{s}{MASK_SUFFIX}{x}")
+        if exists(candidate):
             return candidate
-    parent = image_path.parent
-    if parent.name.lower() in IMAGE_DIRS:
+    if image_path.parent.name.lower() in IMAGE_DIRS:
         for mask_dir in MASK_DIRS:
-            folder = parent.parent / mask_dir
-            if folder.is_dir():
-                for candidate in sorted(folder.iterdir()):
-                    # Only image formats: a sidecar (a.json, a.txt) is not a mask.
-                    if (candidate.is_file() and suffix_of(candidate)
-                            and stem(candidate) in (s, f"{s}{MASK_SUFFIX}")):
-                        return candidate
+            folder = image_path.parent.parent / mask_dir
+            for x in variants:
+                # Only image formats: a sidecar (a.json, a.txt) is not a mask.
+                for name in (f"{s}{x}", f"{s}{MASK_SUFFIX}{x}"):
+                    if exists(folder / name):
+                        return folder / name
     return None
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long for the file system, a folder we may not read, ...
+        return False
+
+
+def mask_for(image_path: Path) -> Path | None:
+    """Return the mask file paired with ``image_path`` by the README's convention, or None."""
+    return _find_mask(Path(image_path), _is_file)
 
 
 @dataclass(frozen=True)
@@ -122,15 +151,28 @@ def find_pairs(folder: Path, recursive: bool = True) -> list[Pair]:
 
     Masks themselves (``*_mask.*`` and files under ``masks/``/``labels/``) and this package's
     predictions (``*_tumour.*``) are not listed as images. DICOM series are not listed (use
-    :func:`read_dicom`).
+    :func:`read_dicom`). Each folder is listed once: the time grows with the number of files,
+    not with its square.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ReadError(f"{folder}: not a folder.")
-    files = folder.rglob("*") if recursive else folder.iterdir()
+    files = list_files(folder, recursive)
+    names: dict[Path, set[str]] = {}
+    for f in files:
+        names.setdefault(f.parent, set()).add(f.name)
+
+    def exists(p: Path) -> bool:
+        if p.parent not in names:  # a masks/ folder beside a listed images/ folder
+            try:
+                names[p.parent] = {f.name for f in list_files(p.parent, recursive=False)}
+            except ReadError:
+                names[p.parent] = set()
+        return p.name in names[p.parent]
+
     pairs = []
     for f in sorted(files, key=_natural_key):
-        if not f.is_file() or suffix_of(f) in DICOM_SUFFIXES or suffix_of(f) == "":
+        if suffix_of(f) in DICOM_SUFFIXES or suffix_of(f) == "":
             continue
         if f.name.startswith("."):
             continue
@@ -140,12 +182,17 @@ def find_pairs(folder: Path, recursive: bool = True) -> list[Pair]:
         if suffix_of(f) in MAT_SUFFIXES:
             pairs.append(Pair(f, f))
         else:
-            pairs.append(Pair(f, mask_for(f)))
+            pairs.append(Pair(f, _find_mask(f, exists)))
     return pairs
 
 
-def _read_with_mask(path: Path, with_mask: bool = True) -> list[Volume]:
-    """Read one image file (and its paired mask, if any and ``with_mask``)."""
+def _read_with_mask(path: Path, with_mask: bool = True,
+                    mask_path: Path | None | Literal[False] = False) -> list[Volume]:
+    """Read one image file (and its paired mask, if any and ``with_mask``).
+
+    ``mask_path`` is the mask when the caller paired the files already (None: no mask); by
+    default it is looked up.
+    """
     suffix = suffix_of(path)
     if suffix in MAT_SUFFIXES:
         return read_mat(path)
@@ -164,7 +211,8 @@ def _read_with_mask(path: Path, with_mask: bool = True) -> list[Volume]:
                         metadata={**image.metadata, "prediction": True})
     out = [image]
     if kind == "image" and with_mask:
-        mask_path = mask_for(path)
+        if mask_path is False:
+            mask_path = mask_for(path)
         if mask_path is not None:
             mreader = read_nifti if suffix_of(mask_path) in NIFTI_SUFFIXES else read_raster
             mask = mreader(mask_path, kind="labels")
@@ -179,11 +227,10 @@ def _read_with_mask(path: Path, with_mask: bool = True) -> list[Volume]:
 
 
 def _read_folder(folder: Path) -> list[Volume]:
-    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
-    if not entries:
+    files = list_files(folder)
+    if not any(not p.name.startswith(".") for p in files):
         raise ReadError(f"{folder.name}: the folder is empty. Choose a folder with images.")
-    files = [p for p in folder.rglob("*") if p.is_file()]
-    if any(_looks_like_dicom(p) for p in files):
+    if any(is_dicom_file(p) for p in files):
         return read_dicom(folder)
     pairs = find_pairs(folder, recursive=True)
     if not pairs:
@@ -192,10 +239,10 @@ def _read_folder(folder: Path) -> list[Volume]:
             f"{', '.join(SUPPORTED_SUFFIXES)} and DICOM series)."
         )
     if len(pairs) == 1:
-        return _read_with_mask(pairs[0].image)
+        return _read_with_mask(pairs[0].image, mask_path=pairs[0].mask)
     images, masks = [], []
     for pair in pairs:
-        vols = _read_with_mask(pair.image)
+        vols = _read_with_mask(pair.image, mask_path=pair.mask)
         if vols[0].ndim != 2:
             raise ReadError(
                 f"{folder.name}: {pair.image.name} is a volume; only folders of 2D slices open as "
@@ -226,12 +273,59 @@ def _read_folder(folder: Path) -> list[Volume]:
     return out
 
 
+#: How many folder entries :func:`can_read` looks at, and how many suffix-less files it opens
+#: to look for the DICOM marker, before it declines a folder.
+CAN_READ_ENTRIES = 2000
+CAN_READ_PROBES = 16
+
+
 def can_read(path: Path) -> bool:
-    """Cheap check whether :func:`read` would try ``path`` (a supported file or any folder)."""
+    """Cheap check whether :func:`read` would find something in ``path``.
+
+    A supported file, a DICOM file, or a folder holding one of those (or an ``images/`` folder)
+    within its first :data:`CAN_READ_ENTRIES` entries, breadth first. napari asks every plugin
+    about every path it opens: a folder of other things is declined after a bounded look, never
+    walked in full, and an unreadable one is declined.
+    """
     path = Path(path)
     if path.is_dir():
-        return True
+        return _folder_has_images(path)
     return is_supported_file(path) or (path.is_file() and _looks_like_dicom(path))
+
+
+def _folder_has_images(folder: Path) -> bool:
+    queue = [folder]
+    seen = probes = 0
+    while queue and seen < CAN_READ_ENTRIES:
+        d = queue.pop(0)
+        try:
+            it = os.scandir(d)
+        except OSError:
+            continue
+        with it:
+            for e in it:
+                seen += 1
+                if seen > CAN_READ_ENTRIES:
+                    break
+                if e.name.startswith("."):
+                    continue
+                try:
+                    if e.is_dir(follow_symlinks=False):
+                        if e.name.lower() in IMAGE_DIRS:
+                            return True
+                        queue.append(Path(e.path))
+                        continue
+                    if not e.is_file():
+                        continue
+                except OSError:
+                    continue
+                if is_supported_file(Path(e.name)):
+                    return True
+                if suffix_of(Path(e.name)) == "" and probes < CAN_READ_PROBES:
+                    probes += 1
+                    if _looks_like_dicom(Path(e.path)):
+                        return True
+    return False
 
 
 def read(path: str | os.PathLike[str], with_mask: bool = True) -> list[Volume]:

@@ -5,6 +5,7 @@ See :mod:`napari_brainseg.io` for reading and writing files.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -20,6 +21,13 @@ log = logging.getLogger(__name__)
 
 #: Largest number of voxels read at once (4 GiB as float32): beyond that, ask the user to crop.
 MAX_VOXELS = 2**30
+#: Most memory one read may need at its peak (the file's array, its float32 copy, the display
+#: copy): a header is checked against it before anything is allocated. The memory free on the
+#: machine, when lower, is the limit instead.
+MAX_READ_BYTES = 8 * 2**30
+#: Memory ``segment`` needs per voxel at its peak (normalised copies, the model's input and
+#: probabilities, the mask and its clean-up), measured on 2D and 3D inputs (issue 15).
+SEGMENT_BYTES_PER_VOXEL = 34
 #: Smallest side length of an image we accept: U-Net training and skull stripping need some room.
 MIN_SIDE = 8
 #: Display orientation of volumes, as nibabel axis codes of the (x, y, z) array before it is
@@ -169,18 +177,121 @@ def is_supported_file(path: Path) -> bool:
     return suffix_of(Path(path)) != ""
 
 
+def list_files(folder: Path, recursive: bool = True) -> list[Path]:
+    """The files in ``folder`` (and its sub-folders when ``recursive``), in a stable order.
+
+    Symlinked folders are not followed (no loops). A sub-folder that cannot be listed is skipped
+    with a logged warning; ``folder`` itself raises.
+
+    Raises
+    ------
+    ReadError
+        ``folder`` cannot be listed (no permission, not a folder, ...).
+    """
+    folder = Path(folder)
+    out: list[Path] = []
+    stack = [folder]
+    while stack:
+        d = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            if d == folder:
+                what = ("no permission to read this folder; ask its owner for access"
+                        if isinstance(exc, PermissionError) else
+                        f"cannot list this folder ({exc.strerror or exc})")
+                raise ReadError(f"{folder.name or folder}: {what}.") from exc
+            log.warning("%s: cannot list this folder (%s); its files are left out", d,
+                        exc.strerror or exc)
+            continue
+        subdirs = []
+        for e in entries:
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    subdirs.append(Path(e.path))
+                elif e.is_file():
+                    out.append(Path(e.path))
+            except OSError:
+                continue
+        if recursive:
+            stack.extend(reversed(subdirs))
+    return out
+
+
 def _natural_key(path: Path) -> list[Any]:
     # "slice2" before "slice10": users number slices without zero padding.
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
 
 
-def _check_size(shape: Sequence[int], path: Path) -> None:
+def available_memory() -> int | None:
+    """Bytes of memory the system can still give this process (Linux MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def read_bytes_per_voxel(itemsize: int) -> int:
+    """Peak bytes per voxel of reading an array stored with ``itemsize`` bytes per voxel.
+
+    The decoded array and its reoriented copy in the file's type, the float32 image and the
+    finite-value mask: ``2 * itemsize + 4 + 4 + 1``.
+    """
+    return 2 * int(itemsize) + 9
+
+
+def check_memory(n_voxels: int, bytes_per_voxel: float, path: Path, what: str = "reading",
+                 limit: int | None = None) -> None:
+    """Refuse early when ``n_voxels * bytes_per_voxel`` exceeds what this machine can give.
+
+    The limit is ``limit`` (default :data:`MAX_READ_BYTES`) or the memory free now, whichever is
+    lower.
+
+    Raises
+    ------
+    ReadError
+        With the estimate, the limit and what to do.
+    """
+    need = float(n_voxels) * float(bytes_per_voxel)
+    cap = MAX_READ_BYTES if limit is None else limit
+    free = available_memory()
+    where = "allowed for one image"
+    if free is not None and free < cap:
+        cap, where = free, "free on this machine"
+    if need > cap:
+        raise ReadError(
+            f"{path.name}: {what} this image ({n_voxels:,} voxels) needs about "
+            f"{need / 2**30:.1f} GiB of memory, more than the {cap / 2**30:.1f} GiB {where}. "
+            "Crop or downsample it first, or use a machine with more memory."
+        )
+
+
+def _check_size(shape: Sequence[int], path: Path, itemsize: int = 1) -> None:
+    """Refuse a shape too large or too small before anything is read.
+
+    Too large: more than :data:`MAX_VOXELS`, or a peak memory of reading ``itemsize``-byte
+    voxels beyond what :func:`check_memory` allows.
+    """
+    if any(int(s) < 1 for s in shape):
+        raise ReadError(
+            f"{path.name}: the header gives the image the shape {tuple(int(s) for s in shape)}, "
+            "with a side of 0 or less; the header is damaged. Export the file again."
+        )
     n = int(np.prod(shape, dtype=np.int64))
     if n > MAX_VOXELS:
         raise ReadError(
             f"{path.name}: image of shape {tuple(shape)} has {n:,} voxels, more than the "
             f"{MAX_VOXELS:,} this tool loads at once. Crop or downsample it first."
         )
+    check_memory(n, read_bytes_per_voxel(itemsize), path)
     spatial = sorted(int(s) for s in shape if s > 1)
     if len(spatial) < 2 or spatial[-2] < MIN_SIDE:
         raise ReadError(
@@ -190,11 +301,23 @@ def _check_size(shape: Sequence[int], path: Path) -> None:
 
 
 def _finite_image(data: np.ndarray, path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Return float32 data with NaN/Inf replaced by the minimum finite value, plus a warning."""
+    """Return float32 data with NaN/Inf replaced by the minimum finite value, plus a warning.
+
+    Complex values (raw MR data) become their magnitude, with a warning: casting would silently
+    drop the imaginary part.
+    """
+    notes: tuple[str, ...] = ()
+    if np.iscomplexobj(data):
+        data = np.abs(data)
+        notes = (f"{path.name}: complex values; showing their magnitude |re + i im| "
+                 "(the phase is not used).",)
+    elif np.asarray(data).dtype.kind not in "biuf":
+        raise ReadError(f"{path.name}: pixel values of type {np.asarray(data).dtype} are not "
+                        "numbers this tool reads. Export the image as grey values.")
     data = np.asarray(data, dtype=np.float32)
     finite = np.isfinite(data)
     if finite.all():
-        return data, ()
+        return data, notes
     if not finite.any():
         raise ReadError(
             f"{path.name}: every value is NaN or infinite; there is no image to show. "
@@ -205,7 +328,7 @@ def _finite_image(data: np.ndarray, path: Path) -> tuple[np.ndarray, tuple[str, 
     data = np.where(finite, data, fill).astype(np.float32)
     msg = f"{path.name}: {bad:,} NaN/infinite values replaced by the image minimum ({fill:g})."
     log.warning(msg)
-    return data, (msg,)
+    return data, (*notes, msg)
 
 
 def _labels_from(data: np.ndarray, path: Path) -> np.ndarray:
@@ -213,6 +336,9 @@ def _labels_from(data: np.ndarray, path: Path) -> np.ndarray:
     data = np.asarray(data)
     if data.ndim == 3 and data.shape[-1] in (3, 4):  # a colour-saved mask: any channel set
         data = data[..., :3].max(axis=-1)
+    if data.dtype.kind not in "biuf":
+        raise ReadError(f"{path.name}: mask values of type {data.dtype} are not labels. Save "
+                        "masks as integer images with 0 = background.")
     if not np.isfinite(data).all():
         raise ReadError(f"{path.name}: mask contains NaN or infinite values.")
     values = np.unique(data)
@@ -244,6 +370,17 @@ def _values(arr: np.ndarray, path: Path, kind: Literal["image", "labels"],
     return data
 
 
+def os_error_message(exc: OSError, path: Path) -> str:
+    """One line for an OS error met while reading ``path``: permission is not damage."""
+    if isinstance(exc, PermissionError):
+        return (f"{path.name}: no permission to read it. Ask its owner for read access, or copy "
+                "it somewhere you can read.")
+    if exc.errno == errno.ENAMETOOLONG:
+        return f"{path.name[:40]}...: the file name is too long for this system. Rename it."
+    reason = exc.strerror or str(exc)
+    return f"{path.name}: cannot read it ({reason}). Check the disk, or copy the file again."
+
+
 def atomic_write(path: Path, write: Any) -> Path:
     """Call ``write(tmp_path)`` then move the file onto ``path`` in one step.
 
@@ -253,7 +390,8 @@ def atomic_write(path: Path, write: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = suffix_of(path) or path.suffix
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}",
+    # The temporary name is bounded: a long (but valid) target name must not fail on it.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name[:80]}.", suffix=f".tmp{suffix}",
                                     dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)

@@ -17,6 +17,8 @@ from napari_brainseg.volume import (
     _natural_key,
     _spacing_from_affine,
     _to_display,
+    list_files,
+    os_error_message,
     stem,
     suffix_of,
     to_grey,
@@ -26,10 +28,19 @@ log = logging.getLogger(__name__)
 
 
 def _dicom_files(folder: Path) -> list[Path]:
-    return sorted(
-        (p for p in folder.rglob("*") if p.is_file() and p.name.upper() != "DICOMDIR"),
-        key=_natural_key,
-    )
+    return sorted((p for p in list_files(folder) if p.name.upper() != "DICOMDIR"),
+                  key=_natural_key)
+
+
+def is_dicom_file(f: Path) -> bool:
+    """A DICOM file by suffix, or an extension-less file with the DICM marker (scanner exports).
+
+    Files with another known suffix (``.png``) or hidden files are never opened to look.
+    """
+    suffix = suffix_of(f)
+    if suffix in DICOM_SUFFIXES:
+        return True
+    return suffix == "" and not f.name.startswith(".") and _looks_like_dicom(f)
 
 
 def _looks_like_dicom(path: Path) -> bool:
@@ -44,6 +55,10 @@ def _looks_like_dicom(path: Path) -> bool:
 
 
 def _pixels(ds: Any, path: Path) -> np.ndarray:
+    """Decoded pixels with rescale applied, colour to grey.
+
+    MONOCHROME1 is inverted by the caller: one rule for the whole series, never slice by slice.
+    """
     if "PixelData" not in ds:
         raise ReadError(
             f"{path.name}: DICOM file has no pixel data (a report or structure set?). "
@@ -52,20 +67,102 @@ def _pixels(ds: Any, path: Path) -> np.ndarray:
     try:
         arr = ds.pixel_array
     except Exception as exc:
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        if ts is not None and not getattr(ts, "is_compressed", True):
+            raise ReadError(
+                f"{path.name}: the DICOM pixel data is truncated or damaged ({exc}). Copy the "
+                "file again from its source or export the series again."
+            ) from exc
         raise ReadError(
             f"{path.name}: cannot decode the DICOM pixel data ({exc}). Compressed transfer "
             "syntaxes need pylibjpeg or gdcm installed; or export the series uncompressed."
         ) from exc
     arr = np.asarray(arr, dtype=np.float32)
-    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+    slope = _number(ds, "RescaleSlope", 1.0, positive=False) or 1.0
+    intercept = _number(ds, "RescaleIntercept", 0.0, positive=False)
     arr = arr * slope + intercept
-    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
-    if int(getattr(ds, "SamplesPerPixel", 1)) > 1:
+    if int(getattr(ds, "SamplesPerPixel", 1) or 1) > 1 and arr.shape[-1] in (3, 4):
         arr = to_grey(arr)
-    elif photometric == "MONOCHROME1":  # inverted display convention
-        arr = arr.max() - arr
     return arr
+
+
+def _is_monochrome1(ds: Any) -> bool:
+    return str(getattr(ds, "PhotometricInterpretation", "")).strip() == "MONOCHROME1"
+
+
+def _invert(arr: np.ndarray, which: np.ndarray | None = None) -> np.ndarray:
+    """MONOCHROME1 (low values bright) to MONOCHROME2, mirrored within the whole array's range.
+
+    Every slice of a series gets the same mapping (``which``: the slices to invert).
+    """
+    lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+    if which is None:
+        return (lo + hi) - arr
+    arr = arr.copy()
+    arr[which] = (lo + hi) - arr[which]
+    return arr
+
+
+def _floats(ds: Any, attr: str, n: int) -> np.ndarray | None:
+    """``n`` finite numbers from a multi-valued attribute, or None (missing, text, NaN, ...)."""
+    value = getattr(ds, attr, None)
+    if value is None:
+        return None
+    try:
+        values = [float(v) for v in (value if _is_multi(value) else [value])]
+    except (TypeError, ValueError):
+        return None
+    out = np.array(values, dtype=np.float64)
+    if out.shape != (n,) or not np.isfinite(out).all():
+        return None
+    return out
+
+
+def _is_multi(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue"
+
+
+def _number(ds: Any, attr: str, default: float, positive: bool = True) -> float:
+    """One finite number (positive when asked) from the header, else ``default``."""
+    try:
+        value = float(getattr(ds, attr, default))
+    except (TypeError, ValueError):
+        return default
+    if not np.isfinite(value) or (positive and value <= 0):
+        return default
+    return value
+
+
+def _pixel_spacing(ds: Any, name: str, warnings: list[str]) -> tuple[float, float]:
+    """(row, column) spacing in mm; 1 mm with a warning when the header's is unusable."""
+    spacing = _floats(ds, "PixelSpacing", 2)
+    if spacing is not None and np.all(spacing > 0):
+        return float(spacing[0]), float(spacing[1])
+    raw = getattr(ds, "PixelSpacing", None)
+    if raw is not None:
+        shown = "\\".join(str(v) for v in raw) if _is_multi(raw) else str(raw)
+        warnings.append(f"{name}: PixelSpacing '{shown}' is not two positive numbers; using "
+                        "1 mm pixels, so sizes are in pixels.")
+    return 1.0, 1.0
+
+
+def _spacing_ok(ds: Any) -> bool:
+    spacing = _floats(ds, "PixelSpacing", 2)
+    return spacing is not None and bool(np.all(spacing > 0))
+
+
+def _orientation(ds: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """Unit row and column direction cosines, or None when the header's are unusable."""
+    iop = _floats(ds, "ImageOrientationPatient", 6)
+    if iop is None:
+        return None
+    row, col = iop[:3], iop[3:]
+    if np.linalg.norm(row) < 1e-6 or np.linalg.norm(col) < 1e-6:
+        return None
+    row, col = row / np.linalg.norm(row), col / np.linalg.norm(col)
+    if np.linalg.norm(np.cross(row, col)) < 1e-3:  # parallel: no plane
+        return None
+    return row, col
 
 
 def _dicom_series_volume(files: list[Path], name: str) -> Volume:
@@ -75,42 +172,48 @@ def _dicom_series_volume(files: list[Path], name: str) -> Volume:
     for f in files:
         try:
             datasets.append((f, pydicom.dcmread(str(f))))
+        except OSError as exc:
+            raise ReadError(os_error_message(exc, f)) from exc
         except Exception as exc:
             raise ReadError(f"{f.name}: unreadable DICOM file ({exc}).") from exc
     f0, ds0 = datasets[0]
     warnings: list[str] = []
     if len(datasets) == 1:
         arr = _pixels(ds0, f0)
-        spacing2 = [float(v) for v in getattr(ds0, "PixelSpacing", [1.0, 1.0])]
+        if _is_monochrome1(ds0):
+            arr = _invert(arr)
+        spacing2 = _pixel_spacing(ds0, f0.name, warnings)
+        meta = _dicom_meta(ds0, geometry=_spacing_ok(ds0))
         if arr.ndim == 2:
-            _check_size(arr.shape, f0)
+            _check_size(arr.shape, f0, 4)
             data, extra = _finite_image(arr, f0)
             return Volume(
-                data=data, spacing=(spacing2[0], spacing2[1]), name=name, source=f0,
-                metadata=_dicom_meta(ds0), warnings=extra,
+                data=data, spacing=spacing2, name=name, source=f0,
+                metadata=meta, warnings=tuple(warnings) + extra,
             )
         # multi-frame: frames are slices
-        thickness = float(
-            getattr(ds0, "SpacingBetweenSlices", None) or getattr(ds0, "SliceThickness", 1) or 1
-        )
-        _check_size(arr.shape, f0)
+        thickness = _number(ds0, "SpacingBetweenSlices", 0.0) or \
+            _number(ds0, "SliceThickness", 1.0)
+        _check_size(arr.shape, f0, 4)
         data, extra = _finite_image(arr, f0)
         return Volume(
-            data=data, spacing=(thickness, spacing2[0], spacing2[1]), name=name, source=f0,
-            metadata=_dicom_meta(ds0), warnings=extra,
+            data=data, spacing=(thickness, *spacing2), name=name, source=f0,
+            metadata=meta, warnings=tuple(warnings) + extra,
         )
+    datasets = _majority_orientation(datasets, name, warnings)
+    f0, ds0 = datasets[0]
     shapes = {(int(ds.Rows), int(ds.Columns)) for _, ds in datasets if "Rows" in ds}
     if len(shapes) != 1:
         raise ReadError(
             f"{name}: the series mixes slice sizes {sorted(shapes)}; cannot stack it. "
             "Export each size as its own series."
         )
-    iop = getattr(ds0, "ImageOrientationPatient", None)
-    if iop is not None and all("ImagePositionPatient" in ds for _, ds in datasets):
-        row_cos = np.array([float(v) for v in iop[:3]])
-        col_cos = np.array([float(v) for v in iop[3:6]])
+    orient = _orientation(ds0)
+    positions = [_floats(ds, "ImagePositionPatient", 3) for _, ds in datasets]
+    if orient is not None and all(p is not None for p in positions):
+        row_cos, col_cos = orient
         normal = np.cross(row_cos, col_cos)
-        pos = {id(ds): np.array([float(v) for v in ds.ImagePositionPatient]) for _, ds in datasets}
+        pos = {id(ds): p for (_, ds), p in zip(datasets, positions, strict=True)}
         datasets.sort(key=lambda fd: float(pos[id(fd[1])] @ normal))
         depths = np.array([float(pos[id(ds)] @ normal) for _, ds in datasets])
         steps = np.diff(depths)
@@ -128,16 +231,28 @@ def _dicom_series_volume(files: list[Path], name: str) -> Volume:
             )
         origin = pos[id(datasets[0][1])]
     else:
-        datasets.sort(key=lambda fd: int(getattr(fd[1], "InstanceNumber", 0) or 0))
+        datasets.sort(key=lambda fd: _number(fd[1], "InstanceNumber", 0.0, positive=False))
         row_cos, col_cos = np.array([1.0, 0, 0]), np.array([0, 1.0, 0])
         normal = np.array([0, 0, 1.0])
-        slice_step = float(getattr(ds0, "SliceThickness", 1) or 1)
+        slice_step = _number(ds0, "SpacingBetweenSlices", 0.0) or \
+            _number(ds0, "SliceThickness", 1.0)
         origin = np.zeros(3)
-        warnings.append(f"{name}: no slice positions in the headers; sorted by instance number.")
-    dr, dc = (float(v) for v in getattr(ds0, "PixelSpacing", [1.0, 1.0]))
+        if any("ImagePositionPatient" in ds or "ImageOrientationPatient" in ds
+               for _, ds in datasets):
+            bad = next((f.name for (f, ds), p in zip(datasets, positions, strict=True)
+                        if p is None), f0.name)
+            warnings.append(f"{name}: slice positions or orientation unreadable (e.g. in {bad}: "
+                            "missing, text or NaN); slices sorted by instance number.")
+        else:
+            warnings.append(f"{name}: no slice positions in the headers; sorted by instance "
+                            "number.")
+    dr, dc = _pixel_spacing(ds0, name, warnings)
     n_rows, n_cols = shapes.pop()
-    _check_size((len(datasets), n_rows, n_cols), f0)
+    _check_size((len(datasets), n_rows, n_cols), f0, 4)
     vol = np.stack([_pixels(ds, f) for f, ds in datasets])  # (k, row, col)
+    mono1 = np.array([_is_monochrome1(ds) for _, ds in datasets])
+    if mono1.any():
+        vol = _invert(vol, None if mono1.all() else mono1)
     lps = np.eye(4)
     lps[:3, 0] = row_cos * dc  # along a row = increasing column index
     lps[:3, 1] = col_cos * dr
@@ -146,22 +261,51 @@ def _dicom_series_volume(files: list[Path], name: str) -> Volume:
     ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
     display, disp_affine, native = _to_display(vol.transpose(2, 1, 0), ras)
     data, extra = _finite_image(display, f0)
-    meta = _dicom_meta(ds0)
+    geometry = _spacing_ok(ds0)
+    meta = _dicom_meta(ds0, geometry=geometry)
     meta.update({"native": native, "format": "dicom"})
-    return Volume(
-        data=data, spacing=_spacing_from_affine(disp_affine, 3), affine=disp_affine, name=name,
+    return Volume(  # without real pixel spacing there is no geometry: sizes are in voxels
+        data=data, spacing=_spacing_from_affine(disp_affine, 3),
+        affine=disp_affine if geometry else None, name=name,
         source=f0.parent, metadata=meta, warnings=tuple(warnings) + extra,
     )
 
 
-def _dicom_meta(ds: Any) -> dict[str, Any]:
+def _majority_orientation(datasets: list[tuple[Path, Any]], name: str,
+                          warnings: list[str]) -> list[tuple[Path, Any]]:
+    """Leave out images whose orientation differs from most of the series (a localizer).
+
+    Scanners often store the scout/localizer with the series it planned; stacked in, it would be
+    a slice of another plane among axial ones.
+    """
+    def key(ds: Any) -> tuple[float, ...] | None:
+        o = _orientation(ds)
+        return None if o is None else tuple(np.round(np.concatenate(o), 2).tolist())
+
+    keys = [key(ds) for _, ds in datasets]
+    known = [k for k in keys if k is not None]
+    if not known or len(set(known)) == 1:
+        return datasets
+    counts: dict[tuple[float, ...], int] = {}
+    for k in known:
+        counts[k] = counts.get(k, 0) + 1
+    main = max(counts, key=lambda k: (counts[k], -known.index(k)))
+    kept = [fd for fd, k in zip(datasets, keys, strict=True) if k in (main, None)]
+    left = [fd[0].name for fd, k in zip(datasets, keys, strict=True) if k not in (main, None)]
+    shown = ", ".join(left[:3]) + (", ..." if len(left) > 3 else "")
+    warnings.append(f"{name}: left out {len(left)} image(s) whose orientation differs from the "
+                    f"other {len(kept)} (a localizer?): {shown}.")
+    return kept
+
+
+def _dicom_meta(ds: Any, geometry: bool = True) -> dict[str, Any]:
     meta: dict[str, Any] = {"format": "dicom"}
     for key, attr in (("patient_id", "PatientID"), ("modality", "Modality"),
                       ("series_description", "SeriesDescription")):
         value = getattr(ds, attr, None)
         if value not in (None, ""):
             meta[key] = str(value)
-    if getattr(ds, "PixelSpacing", None):
+    if geometry and _spacing_ok(ds):
         meta["pixel_spacing"] = True  # real geometry (Volume.has_geometry)
     return meta
 
@@ -197,6 +341,8 @@ def read_dicom(path: Path) -> list[Volume]:
             skipped_no_pixels += 1
             continue
         uid = str(getattr(ds, "SeriesInstanceUID", "") or f.parent)
+        if _number(ds, "NumberOfFrames", 1.0) > 1:
+            uid = f"{uid} multi-frame {f.name}"  # a volume of its own: never a slice of a stack
         series.setdefault(uid, []).append(f)
     if not series:
         extra = f" ({skipped_no_pixels} DICOM files without images)" if skipped_no_pixels else ""

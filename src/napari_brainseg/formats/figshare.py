@@ -15,6 +15,7 @@ from napari_brainseg.volume import (
     _finite_image,
     _labels_from,
     atomic_write,
+    os_error_message,
     stem,
 )
 
@@ -46,12 +47,12 @@ def read_mat(path: Path) -> list[Volume]:
                 cj = f["cjdata"]
                 for key in ("image", "tumorMask", "label", "PID"):
                     if key in cj:
-                        fields[key] = np.array(cj[key])
+                        fields[key] = _h5_array(cj[key], key, path)
             for key in ("image", "tumorMask"):
                 if key in fields and fields[key].ndim == 2:
                     fields[key] = fields[key].T  # HDF5 stores MATLAB arrays transposed
             if "PID" in fields:
-                fields["PID"] = "".join(chr(int(c)) for c in np.ravel(fields["PID"]) if int(c))
+                fields["PID"] = _pid_text(fields["PID"])
         else:
             import scipy.io
 
@@ -72,9 +73,13 @@ def read_mat(path: Path) -> list[Volume]:
                 if hasattr(cj, key):
                     fields[key] = getattr(cj, key)
             if "PID" in fields:
-                fields["PID"] = str(fields["PID"])
+                pid = fields["PID"]
+                fields["PID"] = pid if isinstance(pid, str) else (
+                    _pid_text(pid) if np.asarray(pid).dtype.kind in "iuf" else None)
     except ReadError:
         raise
+    except PermissionError as exc:
+        raise ReadError(os_error_message(exc, path)) from exc
     except Exception as exc:
         raise ReadError(f"{path.name}: cannot read this .mat file ({exc}).") from exc
     if "image" not in fields:
@@ -92,9 +97,13 @@ def read_mat(path: Path) -> list[Volume]:
         try:
             code = int(np.ravel(fields["label"])[0])
             meta["tumour_type"] = TUMOUR_TYPES.get(code, f"label {code}")
-        except (TypeError, ValueError, IndexError):
-            warnings += (f"{path.name}: cjdata.label is not a number; tumour type unknown.",)
-    if fields.get("PID"):
+        except (TypeError, ValueError, IndexError, OverflowError):
+            warnings += (f"{path.name}: cjdata.label is not a whole number; tumour type "
+                         "unknown.",)
+    if fields.get("PID") is None and "PID" in fields:
+        warnings += (f"{path.name}: cjdata.PID is not text; patient id unknown (slices of this "
+                     "file are not grouped with their patient's).",)
+    elif fields.get("PID"):
         meta["patient_id"] = str(fields["PID"])
     name = stem(path)
     out = [Volume(data=data, spacing=(1.0, 1.0), name=name, source=path, metadata=meta,
@@ -112,6 +121,37 @@ def read_mat(path: Path) -> list[Volume]:
         out.append(Volume(data=_labels_from(mask, path), spacing=(1.0, 1.0), kind="labels",
                           name=f"{name} ground truth", source=path, metadata=meta))
     return out
+
+
+#: More values than a label or a patient id ever has: such a field is not read.
+_SMALL_FIELD = 4096
+
+
+def _h5_array(dataset: Any, key: str, path: Path) -> np.ndarray:
+    """Read one field of ``cjdata``, checking its size from the header first.
+
+    An HDF5 dataset can claim gigabytes that were never written (a few KB on disk), so the
+    shape is checked before anything is allocated.
+    """
+    shape = tuple(int(s) for s in getattr(dataset, "shape", ()) or ())
+    if key in ("image", "tumorMask"):
+        if len(shape) == 2:
+            _check_size(shape, path, dataset.dtype.itemsize)
+        elif int(np.prod(shape, dtype=np.int64)) > _SMALL_FIELD:
+            raise ReadError(f"{path.name}: cjdata.{key} must be a 2D numeric array, got shape "
+                            f"{shape}.")
+    elif int(np.prod(shape, dtype=np.int64)) > _SMALL_FIELD:
+        return np.array([])  # not a label or a patient id: treated as missing
+    return np.array(dataset)
+
+
+def _pid_text(values: Any) -> str | None:
+    """The patient id MATLAB stored as character codes, or None when the codes are no text."""
+    try:
+        codes = [int(c) for c in np.ravel(values)]
+        return "".join(chr(c) for c in codes if c)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def write_mat(path: Path, image: np.ndarray, mask: np.ndarray, label: int = 1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,13 +22,20 @@ from napari_brainseg.volume import (
     _values,
     atomic_write,
     label_dtype,
+    os_error_message,
     stem,
     suffix_of,
+    to_grey,
 )
 
 
 def read_nifti(path: Path, kind: Literal["image", "labels"] = "image") -> Volume:
     """Read a NIfTI file as a :class:`Volume` in display orientation.
+
+    A 3D file with one axis of size 1 (an axial, coronal or sagittal slice) is a 2D image.
+    Complex values give their magnitude and RGB files their luminance, each with a warning. A
+    header whose transform is unusable (NaN, infinite, zero or singular) falls back to the next
+    usable one (sform, qform, voxel sizes), else to plain voxels, with a warning.
 
     Parameters
     ----------
@@ -39,13 +47,20 @@ def read_nifti(path: Path, kind: Literal["image", "labels"] = "image") -> Volume
     Raises
     ------
     ReadError
-        Truncated, corrupt, not NIfTI, 5D or larger, too big or too small.
+        Truncated, corrupt, not NIfTI, 5D or larger, too big or too small, unreadable.
     """
     import nibabel as nib
 
     path = Path(path)
     try:
         img = nib.load(str(path))
+    except OSError as exc:
+        if isinstance(exc, PermissionError) or exc.errno in (errno.EACCES, errno.EPERM):
+            raise ReadError(os_error_message(exc, path)) from exc
+        raise ReadError(
+            f"{path.name}: not a readable NIfTI file ({type(exc).__name__}: {exc}). "
+            "Check that it is a complete .nii/.nii.gz file."
+        ) from exc
     except Exception as exc:  # nibabel raises several types for non-NIfTI content
         raise ReadError(
             f"{path.name}: not a readable NIfTI file ({type(exc).__name__}: {exc}). "
@@ -58,36 +73,58 @@ def read_nifti(path: Path, kind: Literal["image", "labels"] = "image") -> Volume
             f"{path.name}: {len(shape)}D NIfTI of shape {shape}; only 2D, 3D and 4D (first volume "
             "used) scans are supported. Extract one 3D volume first (e.g. fslroi)."
         )
-    _check_size(shape[:3], path)
+    dtype = img.get_data_dtype()
+    itemsize = dtype.itemsize
+    slope, inter = img.header.get_slope_inter()
+    if slope not in (None, 1.0) or inter not in (None, 0.0):
+        itemsize = max(itemsize, 8)  # scaled values come back as float64
+    if all(s >= 1 for s in shape):
+        _check_claim(img, shape, path)
+    _check_size(shape[:3], path, itemsize)
     try:
         dataobj = img.dataobj
-        if len(shape) >= 4:
+        if len(shape) > 3:
             if shape[3] > 1:
                 warnings.append(
                     f"{path.name}: 4D NIfTI with {shape[3]} volumes; showing the first one only."
                 )
-            arr = np.asarray(dataobj[..., 0] if len(shape) == 4 else dataobj[..., 0, 0])
+            arr = np.asarray(dataobj[(slice(None),) * 3 + (0,) * (len(shape) - 3)])
         else:
             arr = np.asarray(dataobj)
     except (EOFError, OSError, zlib.error, ValueError) as exc:
+        if isinstance(exc, PermissionError):
+            raise ReadError(os_error_message(exc, path)) from exc
         raise ReadError(
             f"{path.name}: the file is truncated or corrupt ({exc}). Copy it again from its source."
         ) from exc
-    affine = img.affine if img.affine is not None else np.eye(4)
+    if dtype.names:  # RGB24/RGBA32: fields R, G, B(, A)
+        arr = np.stack([arr[n] for n in dtype.names[:3]], axis=-1)
+        if kind == "labels":
+            arr = arr.max(axis=-1)
+        else:
+            warnings.append(f"{path.name}: RGB NIfTI converted to grey by luminance.")
+            arr = to_grey(arr)
+    affine, geometry, transforms = _geometry(img.header, shape[:3], path, warnings)
     native_meta: dict[str, Any] = {}
-    if arr.ndim == 3 and arr.shape[2] == 1:  # a 2D image stored as (x, y, 1)
-        arr = arr[:, :, 0]
+    spatial = [i for i in range(arr.ndim) if arr.shape[i] > 1]
+    if arr.ndim == 3 and len(spatial) == 2:
+        # One slice stored as (x, y, 1), (x, 1, z) or (1, y, z): a 2D image, not a volume one
+        # voxel thick (which would be segmented as 1-pixel-wide slices).
+        arr = arr.reshape([arr.shape[i] for i in spatial])
     if arr.ndim == 2:
         # A single slice: show it as stored (rows = first NIfTI axis would look transposed).
+        a, b = spatial if len(spatial) == 2 else (0, 1)
+        other = next(i for i in range(3) if i not in (a, b))
         display = np.ascontiguousarray(arr.T)
-        disp_affine = affine[:, [1, 0, 2, 3]]
-        spacing = _spacing_from_affine(disp_affine, 2)
-        native_meta = {"affine": np.asarray(affine), "shape": tuple(img.shape[:3]), "axcodes": ""}
+        disp_affine = affine[:, [b, a, other, 3]]
+        spacing = _spacing_from_affine(disp_affine, 2) if geometry else (1.0, 1.0)
+        native_meta = {"affine": np.asarray(affine), "shape": tuple(shape[:3]), "axcodes": ""}
         disp_affine_out = None
     else:
         display, disp_affine, native_meta = _to_display(arr, affine)
-        spacing = _spacing_from_affine(disp_affine, 3)
-        disp_affine_out = disp_affine
+        spacing = _spacing_from_affine(disp_affine, 3) if geometry else (1.0, 1.0, 1.0)
+        disp_affine_out = disp_affine if geometry else None
+    native_meta["transforms"] = transforms
     data = _values(display, path, kind, warnings)
     return Volume(
         data=data,
@@ -99,6 +136,91 @@ def read_nifti(path: Path, kind: Literal["image", "labels"] = "image") -> Volume
         metadata={"native": native_meta, "format": "nifti"},
         warnings=tuple(warnings),
     )
+
+
+def _check_claim(img: Any, shape: tuple[int, ...], path: Path) -> None:
+    """Compare what the header says the pixels take with the file's size (uncompressed files).
+
+    A 456-byte file whose header claims 16 GiB is refused here, before anything is read.
+    """
+    if path.name.lower().endswith(".gz"):
+        return  # the size is known only by decompressing; the memory estimate guards these
+    first = int(np.prod(shape[:3], dtype=np.int64)) * img.get_data_dtype().itemsize
+    need = int(img.header.get("vox_offset", 0) or 0) + first
+    size = path.stat().st_size
+    if size < need:
+        raise ReadError(
+            f"{path.name}: the header describes {_bytes(need)} of image of shape {shape}, but "
+            f"the file holds {_bytes(size)}; it is truncated or its header is wrong. Copy it "
+            "again from its source."
+        )
+
+
+def _bytes(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _usable(affine: Any, shape: Sequence[int]) -> bool:
+    """Whether ``affine`` maps the voxels of ``shape`` to a real grid.
+
+    It must be finite, and the axes that have more than one voxel non-zero and independent.
+    """
+    if affine is None:
+        return False
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape != (4, 4) or not np.isfinite(a).all():
+        return False
+    axes = [i for i in range(3) if i >= len(shape) or shape[i] > 1] or [0, 1, 2]
+    cols = a[:3, axes]
+    norms = np.linalg.norm(cols, axis=0)
+    if np.any(norms <= 1e-12):
+        return False
+    unit = cols / norms
+    # independent axes: the volume (or area) they span is not vanishing
+    return bool(np.sqrt(abs(np.linalg.det(unit.T @ unit))) > 1e-3)
+
+
+def _geometry(header: Any, shape: Sequence[int], path: Path,
+              warnings: list[str]) -> tuple[np.ndarray, bool, dict[str, Any]]:
+    """The header's voxel-to-mm transform, or a fallback when it is unusable.
+
+    Returns the affine to use, whether it is real geometry, and the header's own qform and sform
+    (with their codes) for writing a mask back with the same header.
+    """
+    def get(which: str) -> tuple[np.ndarray | None, int]:
+        try:
+            aff, code = getattr(header, f"get_{which}")(coded=True)
+        except Exception:  # a NaN quaternion, a broken header
+            return None, 0
+        return aff, int(code or 0)
+
+    sform, s_code = get("sform")
+    qform, q_code = get("qform")
+    try:
+        base = header.get_base_affine()
+    except Exception:
+        base = None
+    candidates = [(n, a) for n, a, c in (("sform", sform, s_code), ("qform", qform, q_code))
+                  if c > 0] + [("voxel sizes (pixdim)", base)]
+    transforms = {
+        "sform": np.asarray(sform, float) if s_code > 0 and _usable(sform, shape) else None,
+        "sform_code": s_code, "qform_code": q_code,
+        "qform": np.asarray(qform, float) if q_code > 0 and _usable(qform, shape) else None,
+    }
+    for k, (name, aff) in enumerate(candidates):
+        if _usable(aff, shape):
+            if k:
+                bad = ", ".join(n for n, _ in candidates[:k])
+                warnings.append(f"{path.name}: the header's {bad} is not usable (NaN, infinite, "
+                                f"zero or singular); using its {name} instead.")
+            return np.asarray(aff, dtype=np.float64), True, transforms
+    warnings.append(f"{path.name}: the header's geometry (sform, qform and voxel sizes) is not "
+                    "usable (NaN, infinite, zero or singular); showing the voxels as stored, "
+                    "1 mm each, so sizes are in voxels. Fix the header (e.g. fslorient) for mm.")
+    return np.diag([1.0, 1.0, 1.0, 1.0]), False, transforms
 
 
 def write_nifti(path: Path, labels: np.ndarray, like: Volume | Mapping[str, Any] | None = None,
@@ -160,8 +282,19 @@ def _write_nifti_array(path: Path, labels: np.ndarray, out_dtype: type,
         else:
             affine = np.diag([*reversed(sp), *([1.0] * (4 - labels.ndim))])
     img = nib.Nifti1Image(arr, affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
+    transforms = native.get("transforms") if native else None
+    if transforms:
+        # The scan's own qform and sform, codes included: when they disagree, a viewer that reads
+        # either one must still find the mask on the scan.
+        for which in ("qform", "sform"):
+            aff = transforms.get(which)
+            code = int(transforms.get(f"{which}_code", 0)) if aff is not None else 0
+            getattr(img, f"set_{which}")(aff if aff is not None else affine, code=code)
+        if transforms.get("qform") is None and transforms.get("sform") is None:
+            img.set_sform(affine, code=1)  # no usable transform in the scan: say what we used
+    else:
+        img.set_qform(affine, code=1)
+        img.set_sform(affine, code=1)
     return atomic_write(Path(path), lambda tmp: _save(img, Path(tmp)))
 
 

@@ -18,6 +18,7 @@ from napari_brainseg.volume import (
     _values,
     atomic_write,
     label_dtype,
+    os_error_message,
     stem,
     suffix_of,
     to_grey,
@@ -47,10 +48,14 @@ def _read_pillow(path: Path) -> np.ndarray:
 
     Pillow directly, in one open: imageio's wrapper cost 2.5x more per file in a batch run.
     """
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     with _pillow_size_limit_off(), Image.open(path) as im:
-        _check_size((im.height, im.width), path)
+        depth = 2 if "16" in im.mode else 4 if im.mode in ("I", "F") else 1
+        _check_size((im.height, im.width), path, len(im.getbands()) * depth)
+        # A camera or phone JPEG stored sideways with an EXIF orientation tag: show it upright,
+        # as every viewer does (a mask drawn on it then lines up).
+        im = ImageOps.exif_transpose(im) or im
         if im.mode == "P":
             im = im.convert("RGBA" if "transparency" in im.info else "RGB")
         elif im.mode == "LA":
@@ -58,6 +63,32 @@ def _read_pillow(path: Path) -> np.ndarray:
         elif im.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
             im = im.convert("L" if im.mode == "1" else "RGB")
         return np.array(im)
+
+
+def _read_tiff(path: Path, warnings: list[str]) -> tuple[np.ndarray, bool]:
+    """The first image of a TIFF, with samples (colour, alpha) on the last axis.
+
+    Other images in the file are named in a warning, never dropped silently.
+    """
+    import tifffile
+
+    with tifffile.TiffFile(str(path)) as tif:
+        all_series = tif.series
+        series = all_series[0]
+        axes = series.axes
+        _check_size(series.shape, path, series.dtype.itemsize)
+        arr = series.asarray()
+        if len(all_series) > 1:
+            others = ", ".join(str(tuple(s.shape)) for s in all_series[1:4])
+            more = ", ..." if len(all_series) > 4 else ""
+            warnings.append(f"{path.name}: the file holds {len(all_series)} images; showing the "
+                            f"first, of shape {tuple(series.shape)} (not read: {others}{more}). "
+                            "Save each image as its own file to open the others.")
+    colour = "S" in axes
+    if colour and axes.index("S") != len(axes) - 1:
+        # Planar ("separate") RGB stores each colour as a plane: its samples, not 3 slices.
+        arr = np.moveaxis(arr, axes.index("S"), -1)
+    return arr, colour
 
 
 def read_raster(path: Path, kind: Literal["image", "labels"] = "image") -> Volume:
@@ -69,29 +100,33 @@ def read_raster(path: Path, kind: Literal["image", "labels"] = "image") -> Volum
     warnings: list[str] = []
     try:
         if suffix_of(path) in (".tif", ".tiff"):
-            import tifffile
-
-            with tifffile.TiffFile(str(path)) as tif:
-                series = tif.series[0]
-                axes = series.axes
-                _check_size(series.shape, path)
-                arr = series.asarray()
-            colour = axes.endswith("S")
+            arr, colour = _read_tiff(path, warnings)
         else:
             arr = _read_pillow(path)
-            colour = arr.ndim == 3 and arr.shape[-1] in (3, 4)
+            colour = arr.ndim == 3 and arr.shape[-1] in (2, 3, 4)
     except ReadError:
         raise
+    except PermissionError as exc:
+        raise ReadError(os_error_message(exc, path)) from exc
     except Exception as exc:
         raise ReadError(
             f"{path.name}: not a readable {suffix_of(path)[1:].upper()} image (the file is "
             "damaged, truncated or of another type). Export it again from its source."
         ) from exc
     if colour:
-        if kind == "image":
-            extra = " (alpha channel dropped)" if arr.shape[-1] == 4 else ""
-            warnings.append(f"{path.name}: colour image converted to grey by luminance{extra}.")
-            arr = to_grey(arr)
+        channels = arr.shape[-1]
+        if channels == 2:  # grey + alpha
+            arr = arr[..., 0]
+            if kind == "image":
+                warnings.append(f"{path.name}: grey image with an alpha channel; alpha dropped.")
+        elif channels in (3, 4):
+            if kind == "image":
+                extra = " (alpha channel dropped)" if channels == 4 else ""
+                warnings.append(f"{path.name}: colour image converted to grey by luminance{extra}.")
+                arr = to_grey(arr)
+        else:
+            raise ReadError(f"{path.name}: {channels} samples per pixel; only grey, grey+alpha, "
+                            "RGB and RGBA images are read. Export it as a grey image.")
     if arr.ndim not in (2, 3) or (kind == "image" and arr.ndim == 3 and colour):
         raise ReadError(f"{path.name}: unsupported image shape {arr.shape}.")
     data = _values(arr, path, kind, warnings)
