@@ -3,15 +3,18 @@
 :func:`iter_segment_folder` yields one :class:`FileResult` per file (ok / skipped / failed with the
 reason), writes masks in the input's format (NIfTI keeps the scan's affine) and keeps
 ``results.csv`` up to date after every file, so the CLI and the batch widget share it. Every
-scan goes through :func:`napari_brainseg.predict.segment_scan`.
+scan goes through :func:`napari_brainseg.predict.iter_segment_scan`.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import io as _io
 import logging
 import math
+import os
+import tempfile
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field, replace
@@ -21,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import ndimage as ndi
 
-from .formats.dicom import _looks_like_dicom
+from .formats.dicom import is_dicom_file
 from .io import (
     DICOM_SUFFIXES,
     NIFTI_SUFFIXES,
@@ -35,7 +38,8 @@ from .io import (
     write_labels,
 )
 from .metrics import Counts, confusion, scores
-from .predict import Predictor, segment_scan, tumour_size
+from .predict import Predictor, iter_segment_scan, tumour_size
+from .volume import SEGMENT_BYTES_PER_VOXEL, check_memory, list_files
 
 log = logging.getLogger(__name__)
 
@@ -58,29 +62,32 @@ class FileResult:
     counts: Counts | None = field(default=None, repr=False)
 
     def row(self) -> dict[str, Any]:
-        """One results.csv row."""
+        r"""One results.csv row (file names that are not UTF-8 are written with \x escapes)."""
         return {
-            "file": str(self.source), "status": self.status,
-            "output": str(self.output) if self.output else "",
+            "file": _text(self.source), "status": self.status,
+            "output": _text(self.output) if self.output else "",
             "tumour_voxels": self.voxels,
             "tumour_area_mm2": f"{self.size_mm:.2f}" if self.unit == "mm2" else "",
             "tumour_volume_mm3": f"{self.size_mm:.2f}" if self.unit == "mm3" else "",
             "seconds": f"{self.seconds:.3f}",
             "dice_vs_mask": "" if self.dice is None else f"{self.dice:.4f}",
-            "error": self.error,
+            "error": _text(self.error),
         }
+
+
+def _text(value: str | Path) -> str:
+    r"""``value`` as valid UTF-8 text: bytes of a non-UTF-8 file name become ``\xe9`` escapes.
+
+    Such names reach Python as lone surrogates, which no UTF-8 file can hold.
+    """
+    try:
+        return os.fsencode(str(value)).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 CSV_FIELDS = ["file", "status", "output", "tumour_voxels", "tumour_area_mm2",
               "tumour_volume_mm3", "seconds", "dice_vs_mask", "error"]
-
-
-def _is_dicom(f: Path) -> bool:
-    """A DICOM file by suffix, or an extension-less file with the DICM marker (scanner exports)."""
-    suffix = suffix_of(f)
-    if suffix in DICOM_SUFFIXES:
-        return True
-    return suffix == "" and not f.name.startswith(".") and _looks_like_dicom(f)
 
 
 def list_inputs(path: str | Path,
@@ -105,7 +112,7 @@ def list_inputs(path: str | Path,
         raise ReadError(f"{path}: no such file or folder")
     out: list[tuple[Path, Path | None]] = [(p.image, p.mask if p.mask != p.image else None)
                                            for p in find_pairs(path)]
-    dicom_dirs = sorted({f.parent for f in path.rglob("*") if f.is_file() and _is_dicom(f)})
+    dicom_dirs = sorted({f.parent for f in list_files(path) if is_dicom_file(f)})
     out += [(d, None) for d in dicom_dirs]
     return out
 
@@ -189,7 +196,39 @@ def write_overlay(path: Path, image: np.ndarray,
     return atomic_write(path, lambda tmp: iio.imwrite(str(tmp), rgb, extension=".png"))
 
 
-def _write_csv(path: Path, results: Sequence[FileResult]) -> None:
+def check_output_folder(out_dir: str | Path) -> None:
+    """Refuse, before any scan is read, an output folder that cannot be written.
+
+    Creates the folder (and its parents) when missing, then writes and removes a probe file.
+
+    Raises
+    ------
+    ValueError
+        ``out_dir`` is a file, or the folder cannot be created or written (read-only, no
+        permission, full), with a message that names it.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: is a file; the output must be a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".brainseg-", suffix=".probe", dir=out_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"{out_dir}: cannot write there ({exc.strerror or exc}); make the "
+                         "folder writable or choose another output folder") from exc
+
+
+def write_results_csv(path: Path, results: Sequence[FileResult]) -> None:
+    """Write ``results.csv`` atomically (one row per input, :data:`CSV_FIELDS`).
+
+    Raises
+    ------
+    OSError
+        The file could not be written (full disk, read-only folder); the old table, if any, is
+        left whole.
+    """
     buf = _io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
     writer.writeheader()
@@ -201,7 +240,10 @@ def _write_csv(path: Path, results: Sequence[FileResult]) -> None:
 
 def _describe(exc: BaseException, src: Path) -> str:
     """One line naming the input file and what went wrong with it."""
-    if isinstance(exc, OSError) and exc.strerror:
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+        text = (f"its output name ({len(src.name)}-character input name + '_tumour') is too long "
+                "for the file system; give the input a shorter name.")
+    elif isinstance(exc, OSError) and exc.strerror:
         where = f" {Path(exc.filename).name}" if exc.filename else ""
         text = (f"cannot write{where}: {exc.strerror}. Check that the output folder is "
                 "writable and not full, or choose another.")
@@ -230,6 +272,8 @@ def iter_segment_folder(
     overwrite: bool = False,
     overlays: bool = False,
     axis: int = 0,
+    items: Sequence[tuple[Path, Path | None]] | None = None,
+    on_slices: Callable[[int, int], None] | None = None,
 ) -> Generator[FileResult, None, list[FileResult]]:
     """Segment every scan of a file or folder, yielding one :class:`FileResult` per file.
 
@@ -238,16 +282,20 @@ def iter_segment_folder(
     A file whose mask already exists is skipped unless ``overwrite``; a file that fails is
     reported and the run goes on. Where a ground-truth mask is paired with a scan, Dice against
     it is recorded. ``output/results.csv`` is rewritten atomically at least every second and at
-    the end.
+    the end. ``on_slices(done, total)``, if given, is called as the slices of each scan are
+    segmented (the skull strip counts as a tenth), for a progress bar inside the file bar.
 
     Files are processed one after another: overlapping reads and writes with the model in a
     thread was measured slower on a 2-core CPU (the I/O thread stalls torch's own threads), so
     the per-file overhead is kept small instead (benchmarks/batch_folder.py).
+
+    ``items`` are the inputs as :func:`list_inputs` gave them, when the caller listed them
+    already (to count them): a folder is then paired once, not twice.
     """
     root = Path(inputs)
     out_dir = Path(output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    items = list_inputs(root, exclude=out_dir)
+    check_output_folder(out_dir)
+    items = list(items) if items is not None else list_inputs(root, exclude=out_dir)
     results: list[FileResult] = []
     csv_at = 0.0
     dests = output_paths([src for src, _ in items], root, out_dir)
@@ -269,7 +317,7 @@ def iter_segment_folder(
                 images = [v for v in vols if v.kind == "image"]
                 if len(images) > 1:  # a DICOM folder with several series: each one
                     done = list(_segment_series(src, dest, images, predictor, skull_strip,
-                                                overlays, out_dir, overwrite, axis))
+                                                overlays, out_dir, overwrite, axis, on_slices))
                     for r in done[:-1]:
                         results.append(r)
                         yield r
@@ -277,7 +325,7 @@ def iter_segment_folder(
                 else:
                     gt, gt_note = _ground_truth(truth, src)
                     res, save = _segment_loaded(src, dest, vols, gt, predictor, skull_strip,
-                                                overlay, axis, t0)
+                                                overlay, axis, t0, on_slices)
                     if gt_note:
                         res = replace(res, error=f"{gt_note}; {res.error}" if res.error
                                       else gt_note)
@@ -288,17 +336,30 @@ def iter_segment_folder(
             log.info("failed: %s", res.error)  # the caller reports it (CLI line, widget table)
         results.append(res)
         if k == len(items) - 1 or time.perf_counter() - csv_at >= 1.0:
-            _write_csv(out_dir / "results.csv", results)
+            _try_write_csv(out_dir / "results.csv", results)
             csv_at = time.perf_counter()
         yield res
     if not items:
-        _write_csv(out_dir / "results.csv", results)
+        _try_write_csv(out_dir / "results.csv", results)
     return results
+
+
+def _try_write_csv(path: Path, results: Sequence[FileResult]) -> None:
+    """Update the table, or log why not.
+
+    A full disk must not stop the batch: the next update, or the caller's final
+    :func:`write_results_csv`, tries again.
+    """
+    try:
+        write_results_csv(path, results)
+    except OSError as exc:
+        log.info("%s not updated: %s", path, exc.strerror or exc)
 
 
 def _segment_series(src: Path, dest: Path, images: list[Volume], predictor: Predictor,
                     skull_strip: bool | None, overlays: bool, out_dir: Path, overwrite: bool,
-                    axis: int) -> Generator[FileResult, None, None]:
+                    axis: int, on_slices: Callable[[int, int], None] | None = None,
+                    ) -> Generator[FileResult, None, None]:
     """Segment every series of a multi-series input: ``NAME_seriesK_tumour.nii.gz`` each."""
     head, tail = dest.name.rsplit("_tumour", 1)
     for j, image in enumerate(images, start=1):
@@ -313,7 +374,7 @@ def _segment_series(src: Path, dest: Path, images: list[Volume], predictor: Pred
             else:
                 overlay = overlay_path_for(d, out_dir) if overlays else None
                 res, save = _segment_loaded(src, d, [image], None, predictor, skull_strip,
-                                            overlay, axis, t0)
+                                            overlay, axis, t0, on_slices)
                 save()
         except (ValueError, OSError, RuntimeError, MemoryError) as exc:
             res = FileResult(src, "failed", None, seconds=time.perf_counter() - t0,
@@ -345,11 +406,24 @@ def _ground_truth(truth: Path | None, src: Path) -> tuple[np.ndarray | None, str
 
 def _segment_loaded(src: Path, dest: Path, vols: list[Volume], gt: np.ndarray | None,
                     predictor: Predictor, skull_strip: bool | None, overlay: Path | None,
-                    axis: int, t0: float) -> tuple[FileResult, Callable[[], None]]:
+                    axis: int, t0: float, on_slices: Callable[[int, int], None] | None = None,
+                    ) -> tuple[FileResult, Callable[[], None]]:
     """Segment one read input; return its result and the function that writes its outputs."""
     image = _scan_of(vols, src)
-    res = segment_scan(predictor, image.data, image.spacing, affine=image.affine,
-                       geometry_known=image.has_geometry, skull_strip=skull_strip, axis=axis)
+    # Refuse before the model allocates its copies, with advice, rather than die of memory.
+    check_memory(image.data.size, SEGMENT_BYTES_PER_VOXEL, src, what="segmenting",
+                 limit=2**62)
+    steps = iter_segment_scan(predictor, image.data, image.spacing, affine=image.affine,
+                              geometry_known=image.has_geometry, skull_strip=skull_strip,
+                              axis=axis)
+    while True:
+        try:
+            done, total = next(steps)
+        except StopIteration as stop:
+            res = stop.value
+            break
+        if on_slices is not None:
+            on_slices(done, total)
     mask, n, size, unit = res.mask, res.voxels, res.size_mm, res.unit
     if gt is None and len(vols) > 1 and vols[1].kind == "labels":
         gt = vols[1].data  # figshare .mat carries its mask
@@ -363,6 +437,8 @@ def _segment_loaded(src: Path, dest: Path, vols: list[Volume], gt: np.ndarray | 
                 f"{mask.shape}; no Dice")
     if res.warning:
         note = f"{note}; {res.warning}" if note else res.warning
+    for warning in reversed(image.warnings):  # what the reader changed (values, slices left out)
+        note = f"{warning}; {note}" if note else warning
 
     def save() -> None:
         write_labels(dest, mask, like=image, spacing=image.spacing)

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
@@ -18,6 +20,71 @@ log = logging.getLogger("napari_brainseg")
 
 def _err(message: str) -> None:
     print(f"brainseg: error: {message}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- option ranges
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The allowed range of a numeric option (NaN and infinities are always refused)."""
+
+    low: float
+    high: float
+    unit: str = ""
+    open_low: bool = False  # ``low`` itself is not allowed
+    open_high: bool = False  # ``high`` itself is not allowed
+
+    def check(self, value: float) -> bool:
+        """Whether ``value`` is finite and within the bounds."""
+        return (math.isfinite(value) and (value > self.low if self.open_low else value >= self.low)
+                and (value < self.high if self.open_high else value <= self.high))
+
+    def describe(self) -> str:
+        """E.g. ``between 0 and 50 mm`` or ``above 0 and at most 1``."""
+        unit = f" {self.unit}" if self.unit else ""
+        lo, hi = (f"{int(v)}" if float(v).is_integer() else f"{v:g}" for v in (self.low, self.high))
+        if not (self.open_low or self.open_high):
+            return f"between {lo} and {hi}{unit}"
+        low = f"above {lo}" if self.open_low else f"at least {lo}"
+        high = f"below {hi}" if self.open_high else f"at most {hi}"
+        return f"{low} and {high}{unit}"
+
+
+SEED = Bounds(0, 2**32 - 1)
+EPOCHS = Bounds(1, 10_000)
+BATCH = Bounds(1, 512)
+LR = Bounds(0, 1, open_low=True)
+#: The Train widget's spin boxes and ``train.MIN_PATCH``/``MAX_PATCH`` use the same bounds.
+PATCH = Bounds(16, 2048, "pixels")
+WIDTH = Bounds(1, 128)
+UNIT = Bounds(0, 1)
+
+#: Every numeric option of every command and its range, by argparse ``dest``.
+RANGES: dict[str, dict[str, Bounds]] = {
+    "sample-data": {"n": Bounds(1, 10_000), "seed": SEED},
+    # skullstrip.MAX_MM bounds the classical method's millimetre parameters
+    "skull-strip": {"tightness": UNIT, "erode_mm": Bounds(0, 50, "mm")},
+    "train": {"alpha": UNIT, "gamma": Bounds(0, 10), "beta": UNIT,
+              "pos_weight": Bounds(0, 1000, open_low=True), "epochs": EPOCHS,
+              "batch_size": BATCH, "lr": LR, "val_split": Bounds(0, 0.9),
+              "patch_size": PATCH, "patience": Bounds(0, 10_000), "base_filters": WIDTH,
+              "seed": SEED},
+    "segment": {"threshold": Bounds(0, 1, open_low=True, open_high=True),
+                "min_area": Bounds(0, 10_000, "mm²"), "batch_size": BATCH},
+    "study": {"folds": Bounds(2, 50), "epochs": EPOCHS, "trials": Bounds(1, 1000),
+              "batch_size": BATCH, "lr": LR, "patch_size": PATCH, "base_filters": WIDTH,
+              "seed": SEED},
+}
+
+
+def check_ranges(command: str, args: argparse.Namespace) -> str | None:
+    """The first numeric option of ``command`` outside its range, as a message; else None."""
+    for dest, bounds in RANGES.get(command, {}).items():
+        value = getattr(args, dest, None)
+        if value is not None and not bounds.check(value):
+            return f"--{dest.replace('_', '-')} must be {bounds.describe()}, got {value}"
+    return None
 
 
 # --------------------------------------------------------------------------- info
@@ -57,8 +124,8 @@ def _cmd_sample_data(args: argparse.Namespace) -> int:
         shape = tuple(int(s) for s in args.size.lower().split("x"))
     except ValueError:
         shape = ()
-    if len(shape) != 2 or min(shape) < 32:
-        _err(f"--size must look like 256x256 (each side at least 32), got {args.size!r}")
+    if len(shape) != 2 or min(shape) < 32 or max(shape) > 4096:
+        _err(f"--size must look like 256x256 (each side 32 to 4096), got {args.size!r}")
         return 2
     paths = write_sample_folder(Path(args.out), n=args.n, seed=args.seed, shape=shape,
                                 skull=args.skull)
@@ -82,17 +149,8 @@ def _mask_suffix(src: Path, ndim: int) -> str:
 def _cmd_skull_strip(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .io import (
-        NIFTI_SUFFIXES,
-        ReadError,
-        find_pairs,
-        read,
-        stem,
-        suffix_of,
-        write_image,
-        write_labels,
-    )
-    from .skullstrip import apply_mask, run_skull_strip
+    from .io import ReadError, find_pairs, read, write_image, write_labels
+    from .skullstrip import apply_mask, iter_skull_strip, stripped_path_for
 
     src = Path(args.input)
     if not src.exists():
@@ -119,9 +177,7 @@ def _cmd_skull_strip(args: argparse.Namespace) -> int:
                 out = Path(args.output) / f"{vol.name}_brain_mask{_mask_suffix(path, vol.ndim)}"
             outs = [out]
             if args.masked:
-                ext = ".nii.gz" if suffix_of(out) in NIFTI_SUFFIXES else ".tif"
-                base = stem(out).removesuffix("_brain_mask").removesuffix("_mask")
-                outs.append(out.with_name(f"{base}_stripped{ext}"))
+                outs.append(stripped_path_for(out))
             # Never write over the input, whatever --overwrite says; other files only with it.
             clash = [o for o in outs if o.resolve() == Path(path).resolve()]
             if clash:
@@ -139,8 +195,19 @@ def _cmd_skull_strip(args: argparse.Namespace) -> int:
                     raise ValueError(f"existing mask {out.name} has shape {mask.shape}, not the "
                                      f"scan's {vol.data.shape}; use --overwrite to redo it")
             else:
-                mask = run_skull_strip(vol.data, vol.spacing, mode=args.mode,
-                                       method=args.method, affine=vol.affine, **params)
+                steps = iter_skull_strip(vol.data, vol.spacing, mode=args.mode,
+                                         method=args.method, affine=vol.affine, **params)
+                with tqdm(desc=f"{path.name}", unit="step", leave=False,
+                          disable=args.quiet) as stage_bar:  # inside the file bar
+                    while True:
+                        try:
+                            done, total = next(steps)
+                        except StopIteration as stop:
+                            mask = stop.value
+                            break
+                        stage_bar.total = total
+                        stage_bar.n = done
+                        stage_bar.refresh()
                 write_labels(out, mask.astype("uint8"), like=vol, spacing=vol.spacing)
             written = [o for o in outs if o not in keep]
             if args.masked and outs[1] not in keep:
@@ -173,6 +240,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         BatchProgress,
         EpochReport,
         TrainConfig,
+        ValidationProgress,
         distributed_from_env,
         iter_training,
     )
@@ -189,9 +257,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         _err(str(exc))
         return 2
-    from .train import last_path_for
+    from .train import check_output_path, last_path_for
 
     out = Path(args.out)
+    try:
+        check_output_path(out)  # a folder or an unwritable place would lose the first epoch
+    except ValueError as exc:
+        _err(f"--out {exc}")
+        return 2
     existing = [p for p in (out, last_path_for(out)) if p.exists()]
     if existing and not args.overwrite and not args.resume:
         _err(f"{existing[0]} exists: a trained model is never replaced silently; choose another "
@@ -204,6 +277,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"({len({s.group for s in samples})} patients/volumes); loss {loss.name}{where}")
     model_cfg = UNetConfig(base_filters=args.base_filters)
     bar = None
+    epochs_saved = 0  # by this process: before the first, no .last.pt of this run exists
     try:
         gen = iter_training(train_s, val_s, args.out, cfg, model_cfg, init=args.init,
                             resume=args.resume)
@@ -214,11 +288,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 result = done.value
                 break
             if isinstance(item, BatchProgress):
-                if bar is None:
-                    bar = tqdm(total=item.steps, desc=f"epoch {item.epoch}", leave=False,
-                               disable=args.quiet or say is not print)
+                if bar is None:  # the epoch's batches, then its validation batches
+                    bar = tqdm(total=item.steps + item.val_steps, desc=f"epoch {item.epoch}",
+                               leave=False, disable=args.quiet or say is not print)
+                bar.update(1)
+            elif isinstance(item, ValidationProgress) and bar is not None:
+                bar.set_description_str(f"epoch {item.epoch} validation")
                 bar.update(1)
             elif isinstance(item, EpochReport):
+                epochs_saved += 1
                 if bar is not None:
                     bar.close()
                     bar = None
@@ -233,10 +311,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except (ValueError, FloatingPointError) as exc:
         _err(str(exc))
         return 1
+    except OSError as exc:  # e.g. the disk filled up while saving a checkpoint
+        _err(f"could not save the checkpoint ({exc.strerror or exc}: "
+             f"{exc.filename or args.out}); free space or choose another --out, then resume "
+             "from the last saved epoch")
+        return 1
     except KeyboardInterrupt:
-        from .train import last_path_for
-
-        _err(f"interrupted; resume with --resume {last_path_for(Path(args.out))}")
+        if epochs_saved or args.resume:
+            again = "" if epochs_saved else " (no new epoch was finished)"
+            _err(f"interrupted{again}; continue with --resume {last_path_for(out)}")
+        else:
+            _err("interrupted before the first epoch finished; nothing was saved, run the "
+                 "same command again to start over")
         return 130
     finally:
         if ddp is not None:
@@ -258,7 +344,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .batch import iter_segment_folder, list_inputs, summarise
+    from .batch import (
+        check_output_folder,
+        iter_segment_folder,
+        list_inputs,
+        summarise,
+        write_results_csv,
+    )
     from .io import ReadError
     from .model import CheckpointError
     from .predict import Predictor, SegmentOptions
@@ -277,17 +369,33 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                               min_area_mm2=args.min_area, keep=args.keep,
                               batch_size=args.batch_size)
         predictor = Predictor.from_checkpoint(args.model, opts, device=args.device)
-        n_inputs = len(list_inputs(args.input, exclude=args.output))
+        items = list_inputs(args.input, exclude=args.output)  # paired once, used by the run
+        n_inputs = len(items)
     except (CheckpointError, ValueError, ReadError, FileNotFoundError) as exc:
         _err(str(exc))
         return 2
     if n_inputs == 0:
         _err(f"{args.input}: no scans found")
         return 2
-    gen = iter_segment_folder(args.input, args.output, predictor, skull_strip=args.skull_strip,
-                              overwrite=args.overwrite, overlays=args.overlays, axis=args.axis)
+    try:
+        check_output_folder(out)  # read-only or unwritable: say so once, not once per scan
+    except ValueError as exc:
+        _err(str(exc))
+        return 2
     results = []
-    with tqdm(total=n_inputs, desc="segment", unit="file", disable=args.quiet) as bar:
+    with tqdm(total=n_inputs, desc="segment", unit="file", disable=args.quiet) as bar, \
+            tqdm(desc="slices", unit="slice", leave=False, disable=args.quiet) as slice_bar:
+
+        def on_slices(done: int, total: int) -> None:  # the scan being segmented
+            if total != slice_bar.total or done < slice_bar.n:  # the next scan
+                slice_bar.reset(total=total)
+            slice_bar.n = done
+            slice_bar.refresh()
+
+        gen = iter_segment_folder(args.input, args.output, predictor,
+                                  skull_strip=args.skull_strip, overwrite=args.overwrite,
+                                  overlays=args.overlays, axis=args.axis, items=items,
+                                  on_slices=on_slices)
         for r in gen:
             results.append(r)
             bar.update(1)
@@ -304,15 +412,25 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         dice = f"{r.dice:.3f}" if r.dice is not None else "  -  "
         print(f"{str(r.source):{width}s}  {r.status:7s}  {size}  {dice}  {r.seconds:7.2f}")
     s = summarise(results)
+    table = out / "results.csv"
+    try:  # the batch updates it as it goes; this final write also says if that failed
+        write_results_csv(table, results)
+    except OSError as exc:
+        state = "not updated" if table.exists() else "not written"
+        table_error = f"{table}: {state} ({exc.strerror or exc}); the table is printed above"
+    else:
+        table_error = ""
     print(f"\n{s['ok']} segmented, {s['skipped']} skipped (already done), {s['failed']} failed; "
-          f"table: {Path(args.output) / 'results.csv'}")
+          f"table: {table if not table_error else 'not written'}")
     if "pooled" in s:
         p = s["pooled"]
         print(f"pooled over {s['n_with_truth']} files with a ground-truth mask: Dice (F1) "
               f"{p['f1']:.4f}, precision {p['precision']:.4f}, recall {p['recall']:.4f}, pixel "
               f"accuracy {p['accuracy']:.4f} (all-background baseline "
               f"{s['background_accuracy']:.4f})")
-    return 1 if s["failed"] else 0
+    if table_error:
+        _err(table_error)
+    return 1 if s["failed"] or table_error else 0
 
 
 # --------------------------------------------------------------------------- study
@@ -325,14 +443,24 @@ def _parse_alphas(items: Sequence[str] | None) -> dict[str, list[float | None]]:
         if not values:
             raise ValueError(f"--alpha takes LOSS=A,B,... (e.g. focal=none,0.25), got {item!r}")
         out[loss] = [None if v.strip().lower() == "none" else float(v) for v in values.split(",")]
+        if any(a is not None and not UNIT.check(a) for a in out[loss]):
+            raise ValueError(f"--alpha values must be between 0 and 1 (or none), got {item!r}")
     return out
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .data import samples_from_folder
-    from .study import DEFAULT_ALPHAS, StudyConfig, iter_study, plan
+    from .data import groups_from_csv, regroup, samples_from_folder
+    from .study import (
+        DEFAULT_ALPHAS,
+        StudyConfig,
+        folds_from_file,
+        iter_study,
+        plan,
+        split_groups,
+    )
+    from .study_report import no_better_than_background
 
     try:
         overrides: dict = {"seed": args.seed}
@@ -350,15 +478,38 @@ def _cmd_study(args: argparse.Namespace) -> int:
         if alphas:
             cfg = StudyConfig(**{**cfg.to_dict(), "alphas": {**DEFAULT_ALPHAS, **cfg.alphas,
                                                              **alphas}})
+        if args.groups and args.group_by:
+            raise ValueError("give either --groups FILE.csv or --group-by REGEX, not both")
         samples = samples_from_folder(args.data)
-        plan(samples, cfg)  # fails fast (too few patients for the folds) before any work
+        if args.groups:
+            samples = regroup(samples, args.data, table=groups_from_csv(args.groups))
+            cfg = StudyConfig(**{**cfg.to_dict(), "grouping": f"csv {Path(args.groups).name}"})
+        elif args.group_by:
+            samples = regroup(samples, args.data, pattern=args.group_by)
+            cfg = StudyConfig(**{**cfg.to_dict(), "grouping": f"regex {args.group_by}"})
+        fold_of = None
+        if args.folds_file:
+            fold_of = folds_from_file(samples, args.folds_file)
+            k = max(fold_of) + 1
+            if args.folds is not None and args.folds != k:
+                raise ValueError(f"--folds {args.folds} differs from the {k} folds of "
+                                 f"{Path(args.folds_file).name}; leave out --folds")
+            cfg = StudyConfig(**{**cfg.to_dict(), "folds": k,
+                                 "folds_file": Path(args.folds_file).name})
+        plan(samples, cfg, fold_of)  # fails fast (too few patients for the folds) before work
     except ValueError as exc:
         _err(str(exc))
         return 2
     print(f"{len(samples)} slices of {len({s.group for s in samples})} patients/volumes; "
           f"{cfg.folds} folds x losses {', '.join(cfg.losses)}; results in {args.out}")
+    if fold_of is not None:
+        split = split_groups(samples, fold_of)
+        print(f"folds as given by {Path(args.folds_file).name}"
+              + (f" (it puts slices of {split} patients in more than one fold; kept as given)"
+                 if split else ""))
     try:
-        gen = iter_study(samples, args.out, cfg, storage=args.storage, worker=args.worker)
+        gen = iter_study(samples, args.out, cfg, storage=args.storage, worker=args.worker,
+                         fold_of=fold_of)
         with tqdm(total=cfg.folds * len(cfg.losses), desc="study", unit="cell",
                   disable=args.quiet) as bar:
             while True:
@@ -377,6 +528,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
         _err(f"{exc}; install the database driver (e.g. pip install psycopg2-binary)")
         return 2
     print(result.summary.read_text())
+    for note in no_better_than_background(result.rows):
+        print(f"brainseg: warning: {note}", file=sys.stderr)
     if len(result.rows) < cfg.folds * len(cfg.losses):
         print(f"{len(result.rows)} of {cfg.folds * len(cfg.losses)} cells are finished; the "
               "others are still running elsewhere: run the same command again to update the "
@@ -528,6 +681,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="square training crops, pixels (default 256; quick preset 128)")
     p.add_argument("--base-filters", type=int, default=None,
                    help="U-Net width (default 16 as in the study; quick preset 8)")
+    p.add_argument("--groups", default=None, metavar="FILE.csv",
+                   help="which patient each file belongs to: a CSV with the header "
+                   "'file,patient' (file name or path relative to DATA); every file must be "
+                   "listed (default: figshare PID, else one patient per file or volume)")
+    p.add_argument("--group-by", default=None, metavar="REGEX",
+                   help="the patient is the first group of REGEX searched in each file name, "
+                   "e.g. '^(P\\d+)_' for P01_s3.png")
+    p.add_argument("--folds-file", default=None, metavar="cvind.mat",
+                   help="take the outer folds from the figshare set's cvind.mat (one fold "
+                   "number per numbered file 1.mat ... N.mat) instead of making them")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--quick", action="store_true",
                    help="CPU preset for trying it out: bce vs focal, width 8, 30 epochs, 128 px")
@@ -543,6 +706,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    problem = check_ranges(args.command, args)
+    if problem:
+        _err(problem)
+        return 2
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints as \xe9
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     # The package's warnings go to this command's stderr (not through the root logger, which
     # an embedding program or pytest may already have configured).
     handler = logging.StreamHandler(sys.stderr)
