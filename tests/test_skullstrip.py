@@ -77,9 +77,43 @@ def test_slices_mode_reports_progress():
         except StopIteration as stop:
             mask = stop.value
             break
-    assert steps == [(1, 3), (2, 3), (3, 3)]
+    # one step per slice, then one for enhancing lesions at the edge
+    assert steps == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
     assert mask.shape == stack.shape and all(mask[z].any() for z in range(3))
     np.testing.assert_array_equal(run_skull_strip(stack, mode="slices", method="classical"), mask)
+
+
+def test_classical_volume_progress_moves_by_stage():
+    from napari_brainseg.skullstrip import CLASSICAL_STAGES
+    vol = np.stack([make_phantom((128, 128), "glioma", seed=1).image] * 40)
+    gen = iter_skull_strip(vol, method="classical")
+    steps = []
+    while True:
+        try:
+            steps.append(next(gen))
+        except StopIteration as stop:
+            mask = stop.value
+            break
+    total = CLASSICAL_STAGES + 1
+    assert steps == [(0, total), *((k, total) for k in range(1, total + 1))]
+    assert mask.any()
+    np.testing.assert_array_equal(mask, run_skull_strip(vol, method="classical"))
+
+
+@pytest.mark.parametrize(("mask", "stripped"), [
+    ("ch2_brain_mask.nii.gz", "ch2_brain_stripped.nii.gz"),
+    ("brain_mask.nii.gz", "brain_stripped.nii.gz"),
+    ("head_mask.tif", "head_stripped.tif"),
+    ("b_mask.png", "b_stripped.tif"),   # intensities need TIFF, not PNG
+    ("mask.nii", "stripped.nii.gz"),
+    ("brain.nii.gz", "brain_stripped.nii.gz"),
+    ("unmask.png", "unmask_stripped.tif"),  # "mask" only as a word of its own
+    ("ch2-MASK.nii.gz", "ch2-stripped.nii.gz"),
+])
+def test_stripped_image_name_follows_one_rule(tmp_path, mask, stripped):
+    from napari_brainseg.skullstrip import stripped_path_for
+
+    assert stripped_path_for(tmp_path / "out" / mask) == tmp_path / "out" / stripped
 
 
 def test_apply_mask():

@@ -443,12 +443,18 @@ def iter_segment_scan(
     brain = None if brain_mask is None else np.asarray(brain_mask, bool)
     stripped = False
     if brain is None and skull_strip:
-        from .skullstrip import run_skull_strip
+        from .skullstrip import iter_skull_strip
 
         yield 0, total
-        brain = run_skull_strip(image, spacing, affine=affine)
+        steps = iter_skull_strip(image, spacing, affine=affine)
+        while True:  # its stages, scaled to the tenth of the bar the strip takes
+            try:
+                d, t = next(steps)
+            except StopIteration as stop:
+                brain = stop.value
+                break
+            yield d * strip_steps // max(t, 1), total
         stripped = True
-        yield strip_steps, total
     done0 = total - n_slices
     gen = predictor.iter_segment_volume(image, spacing, axis=axis, brain_mask=brain,
                                         keep_probability=keep_probability,

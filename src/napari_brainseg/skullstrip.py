@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -271,6 +272,21 @@ def skull_strip(
     TypeError
         Non-numeric image.
     """
+    from .progress import drain
+
+    return drain(_iter_classical(image, spacing, tightness, erode_mm, close_mm, smooth_mm,
+                                 work_mm))
+
+
+#: Progress steps of the classical method: normalise, head and tissue, cut bridges, grow back,
+#: smooth, back to full resolution.
+CLASSICAL_STAGES = 6
+
+
+def _iter_classical(image: np.ndarray, spacing: Sequence[float] | None, tightness: float,
+                    erode_mm: float, close_mm: float, smooth_mm: float,
+                    work_mm: float | None) -> Generator[tuple[int, int], None, np.ndarray]:
+    """:func:`skull_strip`, yielding ``(stage, CLASSICAL_STAGES)`` as each stage ends."""
     img, sp = check_image(image, spacing)
     if not 0.0 <= tightness <= 1.0:  # also refuses NaN
         raise ValueError(f"tightness must be between 0 and 1, got {tightness}")
@@ -282,18 +298,19 @@ def skull_strip(
     factors = tuple(max(1, int(work_mm // s)) for s in sp) if work_mm > 0 else (1,) * img.ndim
     params = SkullStripParams(tightness, erode_mm, close_mm, smooth_mm)
     if max(factors) == 1:
-        soft, stripped = _strip_soft(img, sp, params)
+        soft, stripped = yield from _strip_soft(img, sp, params)
         brain = soft > 0.5
     else:
         from skimage.transform import downscale_local_mean
 
         # Block means keep a stripped scan's background at exactly its minimum.
         small = downscale_local_mean(img, factors, cval=float(img.min())).astype(np.float32)
-        soft, stripped = _strip_soft(small, sp * np.array(factors), params)
+        soft, stripped = yield from _strip_soft(small, sp * np.array(factors), params)
         brain = _upsample_linear(soft, factors, img.shape) > 0.5
     if stripped:
         log.info("input looks skull stripped already; returning its non-background region")
-        return _touching(ndi.binary_fill_holes(img > img.min()), brain)
+        brain = _touching(ndi.binary_fill_holes(img > img.min()), brain)
+    yield CLASSICAL_STAGES, CLASSICAL_STAGES
     return brain
 
 
@@ -321,14 +338,19 @@ def _upsample_linear(small: np.ndarray, factors: Sequence[int],
     return out
 
 
-def _strip_soft(img: np.ndarray, sp: np.ndarray,
-                p: SkullStripParams) -> tuple[np.ndarray, bool]:
-    """Run the pipeline; return the smoothed (float, 0-1) brain mask and "was already stripped"."""
+def _strip_soft(img: np.ndarray, sp: np.ndarray, p: SkullStripParams,
+                ) -> Generator[tuple[int, int], None, tuple[np.ndarray, bool]]:
+    """Run the pipeline; return the smoothed (float, 0-1) brain mask and "was already stripped".
+
+    Yields ``(stage, CLASSICAL_STAGES)`` after stages 1-5 (an early return skips the rest).
+    """
+    n = CLASSICAL_STAGES
     # 1. Robust normalisation over the non-background part of the field of view.
     body = img > np.percentile(img, 1)
     lo, hi = np.percentile(img[body], [2, 98]) if body.any() else (img.min(), img.max())
     norm = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1.2)
     smooth = ndi.gaussian_filter(norm, sigma=np.maximum(1.0 / sp, 0.5))
+    yield 1, n
 
     # 2. Head and tissue masks.
     head_t = 0.5 * _otsu(smooth)
@@ -339,6 +361,7 @@ def _strip_soft(img: np.ndarray, sp: np.ndarray,
     tissue_t = _otsu(smooth[head], classes=3)
     tissue_t = tissue_t * (0.6 + 0.8 * p.tightness)  # 0.5 -> Otsu; 0 -> 0.6x; 1 -> 1.4x
     tissue = (smooth > tissue_t) & head
+    yield 2, n
 
     # 3-4. Cut bridges, keep the brain.
     # A small or thin brain section (top of the head, a lateral sagittal slice) may not survive
@@ -349,17 +372,20 @@ def _strip_soft(img: np.ndarray, sp: np.ndarray,
             break
     else:
         return np.zeros(img.shape, np.float32), False
+    yield 3, n
 
     # 5. Grow back inside tissue, close sulci, fill holes, smooth.
     brain = _touching(_dilate(seed, p.erode_mm + 1.0, sp) & tissue, seed)
     if p.close_mm > 0:
         brain = _erode(_dilate(brain, p.close_mm, sp), p.close_mm, sp)
     brain = _fill_holes(brain) & head
+    yield 4, n
     if _stripped_region(img, brain, sp) is not None:
         return brain.astype(np.float32), True
     soft = brain.astype(np.float32)
     if p.smooth_mm > 0:
         soft = ndi.gaussian_filter(soft, sigma=p.smooth_mm / sp)
+    yield 5, n
     return soft * head, False
 
 
@@ -427,31 +453,54 @@ def iter_skull_strip(
     img, sp = check_image(image, spacing)
     if method == "learned" and params:
         raise ValueError(f"{sorted(params)} apply to the classical method only")
+    extra = 1 if keep_enhancing else 0  # the last step: enhancing lesions at the edge
     if method == "learned":
         from . import skullstrip_learned as learned  # torch: only when asked for
 
         if img.ndim == 3 and mode != "slices":
-            yield 0, 1
-            mask = learned.strip_volume(img, affine)
-            yield 1, 1
+            steps, total = learned.iter_strip_volume(img, affine), learned.VOLUME_STAGES
         elif img.ndim == 3:
-            mask = yield from learned.iter_strip_slices(img, sp)
+            steps, total = learned.iter_strip_slices(img, sp), img.shape[0]
         else:
-            yield 0, 1
-            mask = learned.strip_slice(img, sp)
-            yield 1, 1
+            steps, total = _one_step(learned.strip_slice, img, sp), 1
     elif mode == "slices" and img.ndim == 3:
-        mask = np.zeros(img.shape, bool)
-        for z in range(img.shape[0]):
-            if img[z].max() > img[z].min():
-                mask[z] = skull_strip(img[z], sp[1:], **params)
-            yield z + 1, img.shape[0]
+        steps, total = _iter_classical_slices(img, sp, params), img.shape[0]
     else:
-        yield 0, 1
-        mask = skull_strip(img, sp, **params)
-        yield 1, 1
+        p = {**asdict(SkullStripParams()), **params}
+        steps = _iter_classical(img, sp, p["tightness"], p["erode_mm"], p["close_mm"],
+                                p["smooth_mm"], None)
+        total = CLASSICAL_STAGES
+    yield 0, total + extra
+    while True:
+        try:
+            done, total = next(steps)
+        except StopIteration as stop:
+            mask = stop.value
+            break
+        yield done, total + extra
+    if img.ndim == 2 and mask.ndim == 3:
+        mask = mask[0]
     if keep_enhancing:
         mask = include_enhancing(mask, img, sp)
+        yield total + extra, total + extra
+    return mask
+
+
+def _one_step(fn: Any, *args: Any) -> Generator[tuple[int, int], None, np.ndarray]:
+    """``fn(*args)`` as a one-step progress generator."""
+    mask = fn(*args)
+    yield 1, 1
+    return mask
+
+
+def _iter_classical_slices(img: np.ndarray, sp: np.ndarray, params: dict[str, float],
+                           ) -> Generator[tuple[int, int], None, np.ndarray]:
+    """Classical strip of each ``(Y, X)`` slice of a volume on its own; yields slices done."""
+    mask = np.zeros(img.shape, bool)
+    for z in range(img.shape[0]):
+        if img[z].max() > img[z].min():
+            mask[z] = skull_strip(img[z], sp[1:], **params)
+        yield z + 1, img.shape[0]
     return mask
 
 
@@ -551,3 +600,27 @@ def apply_mask(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     if image.shape != mask.shape:
         raise ValueError(f"mask shape {mask.shape} differs from image shape {image.shape}")
     return np.where(mask, image, image.min()).astype(image.dtype, copy=False)
+
+
+def stripped_path_for(mask_path: str | Path) -> Path:
+    """Where the skull-stripped image of a brain mask goes (``brainseg skull-strip --masked``).
+
+    One rule for every name: beside the mask, with the mask's name and its final word ``mask``
+    replaced by ``stripped``, or ``_stripped`` added when the name does not end in ``mask``:
+
+    - ``ch2_brain_mask.nii.gz`` -> ``ch2_brain_stripped.nii.gz``
+    - ``brain_mask.nii.gz`` -> ``brain_stripped.nii.gz``
+    - ``head.nii.gz`` -> ``head_stripped.nii.gz``
+
+    A NIfTI mask gives a NIfTI image; any other format a TIFF (it holds the scan's intensities,
+    which a PNG cannot).
+    """
+    from .volume import NIFTI_SUFFIXES, stem, suffix_of
+
+    mask_path = Path(mask_path)
+    name = stem(mask_path)
+    ext = ".nii.gz" if suffix_of(mask_path) in NIFTI_SUFFIXES else ".tif"
+    head = name[:-4]
+    if name.lower().endswith("mask") and (head == "" or head[-1] in "_-. "):
+        return mask_path.with_name(f"{head}stripped{ext}")
+    return mask_path.with_name(f"{name}_stripped{ext}")

@@ -273,9 +273,21 @@ def _deepbet() -> object:
         return BrainExtraction(no_gpu=not torch.cuda.is_available())
 
 
+#: Progress steps of the 3D strip: load deepbet, reorient, network, clean-up and back.
+VOLUME_STAGES = 4
+
+
 def strip_volume(volume: np.ndarray, affine: np.ndarray | None = None,
                  threshold: float = 0.5) -> np.ndarray:
-    """Brain mask of a ``(Z, Y, X)`` head volume with deepbet.
+    """Brain mask of a ``(Z, Y, X)`` head volume with deepbet (see :func:`iter_strip_volume`)."""
+    from .progress import drain
+
+    return drain(iter_strip_volume(volume, affine, threshold))
+
+
+def iter_strip_volume(volume: np.ndarray, affine: np.ndarray | None = None,
+                      threshold: float = 0.5) -> Generator[tuple[int, int], None, np.ndarray]:
+    """Brain mask of a ``(Z, Y, X)`` head volume with deepbet, yielding ``(stage, 4)``.
 
     Parameters
     ----------
@@ -302,15 +314,21 @@ def strip_volume(volume: np.ndarray, affine: np.ndarray | None = None,
     volume, _ = check_image(volume, None)
     if volume.ndim != 3:
         raise ValueError(f"the 3D skull strip takes a (Z, Y, X) volume, got shape {volume.shape}")
+    n = VOLUME_STAGES
     bet = _deepbet()
+    yield 1, n
     ras, back = _to_ras(volume, affine)
+    yield 2, n
     try:
         with torch.inference_mode():
             soft = bet.run_model(np.ascontiguousarray(ras))  # type: ignore[attr-defined]
+        yield 3, n
         mask = bet.postprocess(soft > threshold)  # type: ignore[attr-defined]
     except (AssertionError, ValueError) as exc:
         raise ValueError(f"the learned skull strip found no head in this volume ({exc}); "
                          "check that it is a head scan, or use the classical method") from exc
     import nibabel as nib
 
-    return np.ascontiguousarray(nib.orientations.apply_orientation(mask.astype(bool), back))
+    out = np.ascontiguousarray(nib.orientations.apply_orientation(mask.astype(bool), back))
+    yield n, n
+    return out

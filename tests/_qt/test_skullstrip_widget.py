@@ -30,7 +30,7 @@ def test_widget_strips_volume_in_worker(make_napari_viewer_proxy, qtbot):
     assert _dice(mask_layer.data[1] > 0, phs[1].brain) > 0.9
     assert "head brain" in viewer.layers
     qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=5_000)
-    assert widget.progress.value == widget.progress.max == 3
+    assert widget.progress.value == widget.progress.max == 4  # 3 slices + enhancing lesions
 
     # Running again adds a new layer: the user's edited mask is left alone.
     mask_layer.data[0, :5, :5] = 7
