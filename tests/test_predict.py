@@ -323,3 +323,19 @@ def test_a_folder_of_extension_less_dicom_files_is_found(tmp_path, tiny_model):
     (r,) = drain(iter_segment_folder(tmp_path / "in", tmp_path / "out",
                                      Predictor.from_checkpoint(tiny_model), skull_strip=False))
     assert r.status == "ok" and r.output.name == "exam_tumour.nii.gz"
+
+
+def test_batch_reports_the_slices_of_each_scan(tmp_path, tiny_model):
+    from conftest import make_dicom_series
+    from napari_brainseg.batch import iter_segment_folder
+    from napari_brainseg.progress import drain
+
+    make_dicom_series(tmp_path / "in" / "a", n=5, uid="1.2.3.1")
+    make_dicom_series(tmp_path / "in" / "b", n=3, uid="1.2.3.2")
+    pred = Predictor.from_checkpoint(tiny_model, SegmentOptions(batch_size=2))
+    calls = []
+    results = drain(iter_segment_folder(tmp_path / "in", tmp_path / "out", pred,
+                                        skull_strip=False, on_slices=lambda d, t: calls.append(
+                                            (d, t))))
+    assert [r.status for r in results] == ["ok", "ok"]
+    assert calls == [(2, 5), (4, 5), (5, 5), (2, 3), (3, 3)]  # per batch of 2 slices, per scan

@@ -135,3 +135,22 @@ def test_resume_needs_last_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="last.pt"):
         train(samples, [], tmp_path / "n.pt", resume=res.best_path)
     assert np.isnan(res.history[0].val_dice)
+
+
+def test_validation_batches_are_reported_before_the_epoch(tmp_path):
+    from napari_brainseg.train import ValidationProgress
+
+    samples = phantom_samples(5)
+    gen = iter_training(samples[:3], samples[3:], tmp_path / "m.pt",
+                        TrainConfig(epochs=2, batch_size=2, patch_size=32), TINY)
+    kinds = []
+    for item in gen:
+        if isinstance(item, BatchProgress):
+            kinds.append(("train", item.epoch, item.step, item.steps, item.val_steps))
+        elif isinstance(item, ValidationProgress):
+            kinds.append(("val", item.epoch, item.step, item.steps))
+        else:
+            kinds.append(("epoch", item.epoch))
+    one = [("train", 1, 1, 2, 2), ("train", 1, 2, 2, 2), ("val", 1, 1, 2), ("val", 1, 2, 2),
+           ("epoch", 1)]
+    assert kinds == one + [(k[0], 2, *k[2:]) for k in one]

@@ -1,7 +1,8 @@
 """Training a U-Net: a generator that yields progress, so the CLI, tests and widgets share it.
 
-``iter_training(...)`` yields a :class:`BatchProgress` after every batch and an
-:class:`EpochReport` after every epoch, and returns a :class:`TrainResult`. ``train(...)`` runs it
+``iter_training(...)`` yields a :class:`BatchProgress` after every batch, a
+:class:`ValidationProgress` after every validation batch and an :class:`EpochReport` after every
+epoch, and returns a :class:`TrainResult`. ``train(...)`` runs it
 to the end. Two checkpoints are written atomically after each epoch:
 
 - ``OUT`` (e.g. ``model.pt``): the best epoch so far, by validation Dice; without a validation
@@ -20,10 +21,11 @@ from __future__ import annotations
 import logging
 import math
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,13 +35,23 @@ from torch.utils.data import DataLoader
 from .data import EvalSet, Sample, TrainingSet
 from .losses import LossConfig, make_loss
 from .metrics import Counts, scores
-from .model import UNet, UNetConfig, load_checkpoint, save_checkpoint
+from .model import (
+    Checkpoint,
+    CheckpointError,
+    UNet,
+    UNetConfig,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .preprocess import DEFAULT_NORMALISATION
 from .progress import drain
 
 log = logging.getLogger(__name__)
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
+
+#: Training patch sides allowed (pixels); the CLI and the Train widget use the same bounds.
+MIN_PATCH, MAX_PATCH = 16, 2048
 
 
 @dataclass(frozen=True)
@@ -94,10 +106,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
-        if not self.lr > 0:
-            raise ValueError(f"learning rate must be > 0, got {self.lr}")
-        if self.patch_size < 16:
-            raise ValueError(f"patch_size must be >= 16, got {self.patch_size}")
+        if not 0 < self.lr <= 1:  # also refuses NaN
+            raise ValueError(f"learning rate must be in (0, 1], got {self.lr}")
+        if not MIN_PATCH <= self.patch_size <= MAX_PATCH:
+            # a patch is allocated per slice per step: 10**6 pixels a side would never fit
+            raise ValueError(f"patch_size must be between {MIN_PATCH} and {MAX_PATCH} pixels, "
+                             f"got {self.patch_size}")
         if self.schedule not in ("plateau", "cosine", "none"):
             raise ValueError(f"schedule must be plateau, cosine or none, got {self.schedule!r}")
         if self.device not in ("auto", "cpu", "cuda", "mps"):
@@ -112,8 +126,6 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`."""
-        from dataclasses import fields
-
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in known}  # checkpoints add run facts (n_train...)
         d["loss"] = LossConfig(**d.get("loss", {}))
@@ -122,12 +134,22 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class BatchProgress:
-    """One optimisation step done."""
+    """One optimisation step done (``val_steps``: validation batches that follow the epoch)."""
 
     epoch: int
     step: int
     steps: int
     loss: float
+    val_steps: int = 0
+
+
+@dataclass(frozen=True)
+class ValidationProgress:
+    """One validation batch of an epoch done (after its ``BatchProgress`` steps)."""
+
+    epoch: int
+    step: int
+    steps: int
 
 
 @dataclass(frozen=True)
@@ -192,12 +214,13 @@ def pick_device(device: Device = "auto") -> torch.device:
 
 
 def _evaluate(model: UNet, loader: DataLoader, loss_fn: Any, device: torch.device,
-              threshold: float) -> tuple[float, dict[str, float]]:
+              threshold: float, epoch: int = 0,
+              ) -> Generator[ValidationProgress, None, tuple[float, dict[str, float]]]:
     model.eval()
     total_loss, n = 0.0, 0
     counts = Counts()
     with torch.inference_mode():
-        for img, msk in loader:
+        for k, (img, msk) in enumerate(loader, start=1):
             img, msk = img.to(device), msk.to(device)
             logits = model(img)
             total_loss += float(loss_fn(logits, msk)) * img.shape[0]
@@ -208,6 +231,7 @@ def _evaluate(model: UNet, loader: DataLoader, loss_fn: Any, device: torch.devic
             fp = int((pred & ~t).sum())
             fn = int((~pred & t).sum())
             counts = counts + Counts(tp, fp, fn, int(t.numel()) - tp - fp - fn)
+            yield ValidationProgress(epoch, k, len(loader))
     return total_loss / max(n, 1), scores(counts)
 
 
@@ -247,6 +271,113 @@ def _rank_share(idx: list[int], order: list[int], ddp: Distributed) -> list[int]
     return (idx + order[:short])[ddp.rank::ddp.world]
 
 
+@dataclass(frozen=True)
+class _ResumeState:
+    """What a ``.last.pt`` restores, validated."""
+
+    config: TrainConfig
+    epoch: int
+    best_score: float
+    best_epoch: int
+    bad_epochs: int
+    best_loss: float
+    history: list[EpochReport]
+    scheduler: dict[str, Any] | None
+
+
+def _resume_state(ck: Checkpoint, name: str, cfg: TrainConfig) -> _ResumeState:
+    """Validate a checkpoint's resume state; a crafted or damaged one is a CheckpointError."""
+    r = ck.resume or {}
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{name}: the resume state is unusable ({what}); the file was "
+                               "edited or damaged. Resume from another .last.pt or train again.")
+
+    def number(key: str, kind: type, default: Any = None) -> Any:
+        value = r.get(key, default)
+        if value is None:
+            raise bad(f"no {key!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or (
+                kind is int and (not float(value).is_integer() or value < 0)):
+            raise bad(f"{key!r} is {value!r:.30}")
+        return kind(value)
+
+    epoch = number("epoch", int)
+    state = dict(epoch=epoch, best_score=number("best_score", float),
+                 best_epoch=number("best_epoch", int), bad_epochs=number("bad_epochs", int),
+                 best_loss=number("best_loss", float, math.inf))
+    history_raw = r.get("history", [])
+    names = [f.name for f in fields(EpochReport)]
+    if not isinstance(history_raw, list) or len(history_raw) != epoch or not all(
+            isinstance(h, dict) and sorted(h) == sorted(names)
+            and all(isinstance(v, int | float) for v in h.values()) for h in history_raw):
+        raise bad(f"the history should list {epoch} epochs of {', '.join(names)}")
+    scheduler = r.get("scheduler")
+    if scheduler is not None and not isinstance(scheduler, dict):
+        raise bad("the scheduler state is not a dict")
+    if ck.optimizer is None:
+        raise bad("no optimizer state")
+    try:
+        saved = TrainConfig.from_dict(ck.training)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise bad(f"training settings: {exc}") from exc
+    return _ResumeState(config=replace(saved, epochs=cfg.epochs, device=cfg.device),
+                        history=[EpochReport(**h) for h in history_raw], scheduler=scheduler,
+                        **state)
+
+
+def check_resume_target(resume: str | Path, out: str | Path) -> None:
+    """Refuse to resume ``resume`` into another run's files.
+
+    A resumed run keeps its best epoch so far in its own ``OUT`` (the best model is only
+    rewritten when a later epoch beats it), so the checkpoint must be ``OUT.last.pt`` and ``OUT``
+    must exist; otherwise the run would end naming a model it never wrote.
+    """
+    resume, out = Path(resume), Path(out)
+    if not resume.is_file():
+        return  # load_checkpoint says "no such checkpoint file"
+    if last_path_for(out).resolve() != resume.resolve():
+        model = resume.with_name(resume.stem.removesuffix(".last") + resume.suffix)
+        raise CheckpointError(
+            f"--resume {resume.name} continues the run whose model is {model.name}; give "
+            f"--out {model.name} (its best epoch so far is there), or copy both files to new "
+            "names first"
+        )
+    if not out.is_file():
+        raise CheckpointError(
+            f"{out.name}: the best model of the run to resume is missing (only {resume.name} "
+            f"is there); train again, or start a new run from it with --init {resume.name}"
+        )
+
+
+def check_output_path(out: str | Path) -> None:
+    """Refuse, before any epoch is trained, a model path that could not be written.
+
+    Raises
+    ------
+    ValueError
+        ``out`` (or its ``.last.pt``) is a folder, or its folder cannot be created or written.
+    """
+    out = Path(out)
+    for p in (out, last_path_for(out)):
+        if p.is_dir():
+            raise ValueError(f"{p}: is a folder; the model path names a file, e.g. "
+                             f"{p / 'model.pt'}")
+    for folder in (out.parent, *out.parent.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ValueError(f"{folder}: is a file, so no model can be saved inside it")
+            break
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=out.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"{out.parent}: cannot write the model there "
+                         f"({exc.strerror or exc}); choose another folder") from exc
+
+
 def iter_training(
     train_samples: Sequence[Sample],
     val_samples: Sequence[Sample],
@@ -256,7 +387,7 @@ def iter_training(
     init: str | Path | None = None,
     resume: str | Path | None = None,
     stop: threading.Event | None = None,
-) -> Generator[BatchProgress | EpochReport, None, TrainResult]:
+) -> Generator[BatchProgress | ValidationProgress | EpochReport, None, TrainResult]:
     """Train a U-Net, yielding progress; see the module docstring.
 
     Parameters
@@ -299,21 +430,27 @@ def iter_training(
     best_score, best_epoch, bad_epochs = -math.inf, 0, 0
     best_loss = math.inf  # breaks ties of the score (Dice is 0 for a while early on)
     optimizer_state = scheduler_state = None
+    check_output_path(out)
     if resume is not None:
         ck = load_checkpoint(resume)
         if not ck.resume:
             raise ValueError(f"{Path(resume).name} has no resume state; pass the .last.pt file")
+        check_resume_target(resume, out)
         model = ck.model
-        saved = TrainConfig.from_dict(ck.training)
-        cfg = replace(saved, epochs=cfg.epochs, device=cfg.device)
-        start_epoch = int(ck.resume["epoch"]) + 1
-        best_score = float(ck.resume["best_score"])
-        best_epoch = int(ck.resume["best_epoch"])
-        bad_epochs = int(ck.resume["bad_epochs"])
-        best_loss = float(ck.resume.get("best_loss", math.inf))
-        history = [EpochReport(**h) for h in ck.resume.get("history", [])]
+        state = _resume_state(ck, Path(resume).name, cfg)
+        cfg = state.config
+        start_epoch = state.epoch + 1
+        if start_epoch > cfg.epochs:
+            raise CheckpointError(
+                f"{Path(resume).name} already finished {state.epoch} "
+                f"epoch{'s' if state.epoch != 1 else ''} and --epochs is "
+                f"{cfg.epochs}: nothing to resume. Its model is {out.name}; to train longer, "
+                f"resume with more epochs (e.g. --epochs {state.epoch + 10})"
+            )
+        best_score, best_epoch, bad_epochs = state.best_score, state.best_epoch, state.bad_epochs
+        best_loss, history = state.best_loss, state.history
         optimizer_state = ck.optimizer
-        scheduler_state = ck.resume.get("scheduler")
+        scheduler_state = state.scheduler
     elif init is not None:
         ck = load_checkpoint(init)
         model = ck.model
@@ -350,6 +487,10 @@ def iter_training(
                             cfg.seed)
     val_loader = DataLoader(EvalSet(val_samples, cfg.normalisation), batch_size=1) \
         if val_samples else None
+    if not train_set.any_tumour():
+        log.warning("every training mask is empty (no tumour pixel in %d slices): the model "
+                    "will learn to find nothing; check the masks' values and pairing",
+                    len(train_set))
     steps = math.ceil(len(train_set) / cfg.batch_size)
     training_meta = cfg.to_dict()
     training_meta.update({"n_train": len(train_samples), "n_val": len(val_samples),
@@ -385,7 +526,8 @@ def iter_training(
             optimizer.step()
             running += float(loss.detach()) * len(idx)
             seen += len(idx)
-            yield BatchProgress(epoch, step + 1, steps, float(loss.detach()))
+            yield BatchProgress(epoch, step + 1, steps, float(loss.detach()),
+                                val_steps=0 if val_loader is None else len(val_loader))
         if ddp is not None:  # the epoch's loss over all ranks
             import torch.distributed as dist
 
@@ -394,7 +536,8 @@ def iter_training(
             running, seen = float(tot[0]), int(tot[1])
         train_loss = running / max(seen, 1)
         if val_loader is not None:
-            val_loss, val = _evaluate(model, val_loader, loss_fn, device, cfg.threshold)
+            val_loss, val = yield from _evaluate(model, val_loader, loss_fn, device,
+                                                 cfg.threshold, epoch)
             score = val["f1"]
         else:
             val_loss, val = math.nan, {"f1": math.nan, "precision": math.nan, "recall": math.nan}

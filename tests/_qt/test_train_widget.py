@@ -97,3 +97,63 @@ def test_labels_default_to_tumour_labels_not_a_brain_mask(make_napari_viewer_pro
     w = _widget(viewer, tmp_path)
     assert w.labels.value.name == tumour.name
     assert [c for c in w.labels.choices][-1].name.startswith("ch2 brain mask")
+
+
+def _integer_ticks(ax):
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+    return bool(ticks) and all(float(t).is_integer() for t in ticks)
+
+
+def test_loss_plot_axes_empty_and_with_epochs(qapp):
+    from napari_brainseg._widgets import LossPlot
+    from napari_brainseg.train import EpochReport
+
+    plot = LossPlot()
+    for ax in (plot.ax_loss, plot.ax_dice):  # empty: 0-1, not matplotlib's -0.04..0.04
+        assert ax.get_ylim() == (0.0, 1.0) and _integer_ticks(ax)
+    plot.clear(30)
+    plot.add(EpochReport(1, 30, 1.6, 1.4, 0.2, 0.3, 0.4, 1e-3, 1.0, True))
+    for ax in (plot.ax_loss, plot.ax_dice):
+        assert ax.get_xlim() == (0.5, 30.5) and _integer_ticks(ax)  # whole epochs, 1 to 30
+    lo, hi = plot.ax_loss.get_ylim()
+    assert lo == 0 and hi >= 1.6
+
+
+def test_progress_bar_counts_validation_batches(make_napari_viewer_proxy, tmp_path):
+    from napari_brainseg.train import BatchProgress, EpochReport, ValidationProgress
+
+    viewer = make_napari_viewer_proxy()
+    img, lab = _stack()
+    w = _widget(viewer, tmp_path)
+    w.image.value = viewer.add_image(img, name="scan")
+    w.labels.value = viewer.add_labels(lab, name="scan tumour")
+    gen, _done, on_yield = w._train_job()
+    gen.close()  # only the progress wiring is exercised here
+    seen = []
+    for item in [BatchProgress(1, 1, 3, 0.9, val_steps=2), BatchProgress(1, 3, 3, 0.8, 2),
+                 ValidationProgress(1, 1, 2), ValidationProgress(1, 2, 2),
+                 EpochReport(1, 2, 0.8, 0.7, 0.1, 0.1, 0.1, 1e-3, 1.0, True),
+                 BatchProgress(2, 3, 3, 0.7, 2), ValidationProgress(2, 1, 2),
+                 ValidationProgress(2, 2, 2)]:
+        on_yield(item)
+        seen.append((w.progress.value, w.progress.max))
+    assert [v for v, _ in seen] == [1, 3, 4, 5, 5, 8, 9, 10]
+    assert {m for _, m in seen} == {10}
+    # Validating the last epoch: the bar is not full until its last validation batch.
+    assert seen[-2][0] < seen[-2][1] and seen[-1][0] == seen[-1][1]
+
+
+def test_one_volume_warning_is_a_notification(make_napari_viewer_proxy, qtbot, tmp_path,
+                                              monkeypatch):
+    shown = []
+    monkeypatch.setattr("napari_brainseg._widgets._base.show_warning", shown.append)
+    viewer = make_napari_viewer_proxy()
+    img, lab = _stack(4)
+    w = _widget(viewer, tmp_path)
+    w.image.value = viewer.add_image(img, name="scan")
+    w.labels.value = viewer.add_labels(lab, name="scan tumour")
+    w.epochs.value = 1
+    w.run_button.clicked.emit()
+    assert any("one patient/volume only" in m for m in shown)
+    qtbot.waitUntil(lambda: w._worker is None, timeout=60_000)

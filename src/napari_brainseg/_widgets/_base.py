@@ -1,5 +1,7 @@
 """Shared pieces of the widgets: layer checks and the worker-driving container."""
 
+import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +13,7 @@ from magicgui.widgets import (
     ProgressBar,
     PushButton,
 )
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, QObject
 
 
@@ -36,6 +38,43 @@ def _current_index(viewer: napari.viewer.Viewer, layer: Any, axis: int = 0) -> i
     """Index of the slice shown for ``layer`` along ``axis`` (data coordinates)."""
     point = layer.world_to_data(viewer.dims.point[-layer.ndim:])
     return int(np.clip(round(float(point[axis])), 0, layer.data.shape[axis] - 1))
+
+
+#: Most warnings one run shows as notifications (a batch of bad files would flood the viewer).
+MAX_NOTIFIED = 3
+
+
+class _CollectWarnings(logging.Handler):
+    """Keep the package's warnings logged by one thread, to show them as notifications.
+
+    The core logs what a user must act on (one patient only, values replaced, images left out);
+    in napari nobody reads the terminal, so the widget repeats it in the viewer.
+    """
+
+    def __init__(self, thread: int | None = None) -> None:
+        super().__init__(logging.WARNING)
+        self.thread = thread
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread and (msg := record.getMessage()) not in self.messages:
+            self.messages.append(msg)
+
+    def __enter__(self) -> "_CollectWarnings":
+        logging.getLogger("napari_brainseg").addHandler(self)
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        logging.getLogger("napari_brainseg").removeHandler(self)
+
+    def notify(self) -> None:
+        """Show what was collected (at most :data:`MAX_NOTIFIED`) and forget it."""
+        msgs, self.messages = self.messages, []
+        for msg in msgs[:MAX_NOTIFIED]:
+            show_warning(f"napari-brainseg: {msg}")
+        if len(msgs) > MAX_NOTIFIED:
+            show_warning(f"napari-brainseg: {len(msgs) - MAX_NOTIFIED} more warning(s); see "
+                         "the status line and the log")
 
 
 class _Failed:
@@ -77,6 +116,7 @@ class _WorkerWidget(Container):
         self.viewer = viewer
         self._make_job = make_job
         self._worker: Any = None
+        self._warnings = _CollectWarnings()
         self.run_button = PushButton(text=run_text)
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
@@ -93,18 +133,24 @@ class _WorkerWidget(Container):
     def _start(self) -> None:
         from napari.qt.threading import create_worker
 
-        job = self._make_job()
+        with _CollectWarnings(threading.get_ident()) as setup:
+            job = self._make_job()
+        setup.notify()
         if job is None:
             return
         gen, on_done, *rest = job
         on_progress = rest[0] if rest else self._on_progress
+        self._warnings = _CollectWarnings()
+
         def run() -> Any:
             # Expected failures (bad file, full disk, out of memory) end the job with a
             # notification; only a bug reaches napari's error relay with its traceback.
-            try:
-                return (yield from gen)
-            except (ValueError, OSError, MemoryError) as exc:
-                return _Failed(exc)
+            self._warnings.thread = threading.get_ident()
+            with self._warnings:
+                try:
+                    return (yield from gen)
+                except (ValueError, OSError, MemoryError) as exc:
+                    return _Failed(exc)
 
         def finish(result: Any) -> None:
             if isinstance(result, _Failed):
@@ -132,6 +178,7 @@ class _WorkerWidget(Container):
         show_error(f"napari-brainseg: {exc}")
 
     def _on_finished(self) -> None:
+        self._warnings.notify()
         self.run_button.enabled = True
         self.cancel_button.enabled = False
         self._worker = None

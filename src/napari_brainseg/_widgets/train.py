@@ -1,5 +1,6 @@
 """Train widget with its live loss plot."""
 
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,9 @@ class LossPlot:
         self.ax_dice = self.figure.add_subplot(212)
         self.clear()
 
-    def clear(self) -> None:
-        """Forget all epochs."""
+    def clear(self, total_epochs: int | None = None) -> None:
+        """Forget all epochs; ``total_epochs`` sets the epoch axis of the coming run."""
+        self.total_epochs = total_epochs
         self.epochs: list[int] = []
         self.train: list[float] = []
         self.val: list[float] = []
@@ -62,13 +64,20 @@ class LossPlot:
         self.redraw()
 
     def redraw(self) -> None:
-        """Draw the curves."""
+        """Draw the curves (whole epochs on the x axis; loss from 0, Dice 0-1)."""
+        from matplotlib.ticker import MaxNLocator
+
+        last = max([self.total_epochs or 1, *self.epochs, 2])
         for ax in (self.ax_loss, self.ax_dice):
             ax.clear()
             ax.grid(alpha=0.3)
+            ax.set_xlim(0.5, last + 0.5)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         self.ax_loss.plot(self.epochs, self.train, "o-", ms=3, label="train loss")
         self.ax_loss.plot(self.epochs, self.val, "o-", ms=3, label="val loss")
         self.ax_loss.legend(fontsize=7, loc="upper right")
+        finite = [v for v in (*self.train, *self.val) if math.isfinite(v)]
+        self.ax_loss.set_ylim(0, max(1.0, *finite) * 1.05 if finite else 1.0)
         self.ax_loss.set_ylabel("loss", fontsize=8)
         self.ax_dice.plot(self.epochs, self.dice, "o-", ms=3, color="tab:green")
         self.ax_dice.set_ylim(0, 1)
@@ -160,7 +169,12 @@ class TrainWidget(_WorkerWidget):
         from napari_brainseg.data import samples_from_arrays, samples_from_folder, split_samples
         from napari_brainseg.losses import LossConfig
         from napari_brainseg.model import UNetConfig
-        from napari_brainseg.train import EpochReport, TrainConfig, iter_training
+        from napari_brainseg.train import (
+            EpochReport,
+            TrainConfig,
+            ValidationProgress,
+            iter_training,
+        )
 
         try:
             alpha = float(self.alpha.value) if self.use_alpha.value else None
@@ -190,17 +204,26 @@ class TrainWidget(_WorkerWidget):
         gen = iter_training(train_s, val_s, out, cfg,
                             UNetConfig(base_filters=int(self.base_filters.value)), init=init,
                             stop=self._stop)
-        self.plot.clear()
+        self.plot.clear(cfg.epochs)
         total_epochs = cfg.epochs
+        per_epoch = [1]  # training + validation batches of one epoch
 
         def on_yield(item: Any) -> None:
+            # The bar counts validation batches too, so it is never full while an epoch
+            # is still being validated.
             if isinstance(item, EpochReport):
                 self.plot.add(item)
                 self.status.value = (f"epoch {item.epoch}/{item.epochs}: loss "
                                      f"{item.train_loss:.3f}, val Dice {item.val_dice:.3f}")
+            elif isinstance(item, ValidationProgress):
+                self.progress.value = (item.epoch - 1) * per_epoch[0] + (
+                    per_epoch[0] - item.steps) + item.step
+                self.status.value = (f"epoch {item.epoch}/{total_epochs}: validating "
+                                     f"{item.step}/{item.steps}")
             else:
-                self.progress.max = total_epochs * item.steps
-                self.progress.value = (item.epoch - 1) * item.steps + item.step
+                per_epoch[0] = item.steps + item.val_steps
+                self.progress.max = total_epochs * per_epoch[0]
+                self.progress.value = (item.epoch - 1) * per_epoch[0] + item.step
 
         def done(result: Any) -> None:
             if result is None:
