@@ -86,15 +86,34 @@ def shot_segment(viewer: napari.Viewer) -> None:
     labels.opacity = 0.9
 
 
+def shot_panel(viewer: napari.Viewer) -> None:
+    from napari_brainseg._widgets import BrainSegPanel
+
+    # The one panel on a 1280 x 800 screen: segment the real CE-T1 scan with the defaults, then
+    # pick the first lesion of the table as a user would (its frame is drawn, view on it).
+    (layer,) = viewer.open(str(REAL / "mrbraintumor1_cet1.nii.gz"), plugin="napari-brainseg")
+    panel = BrainSegPanel(viewer)
+    _dock(viewer, panel, "Brain tumour segmentation")
+    panel.segment.image.value = layer
+    _run(panel.segment, 300_000)
+    labels = viewer.layers[f"{layer.name} tumour"]
+    labels.contour = 2
+    labels.opacity = 0.9
+    panel.segment.lesions.select(0)
+    area = panel.widget(panel.currentIndex())
+    area.ensureWidgetVisible(panel.segment.lesions.native)  # scrolled to the table
+
+
 SHOTS = {"reader": shot_reader, "skullstrip": shot_skullstrip, "train": shot_train,
-         "segment": shot_segment}
+         "segment": shot_segment, "panel": shot_panel}
+SIZES = {"train": (1500, 900), "panel": (1280, 800)}
 
 
 def main(names: list[str]) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for name in names or list(SHOTS):
         viewer = napari.Viewer(show=True)
-        viewer.window._qt_window.resize(1500 if name == "train" else 1200, 900)
+        viewer.window._qt_window.resize(*SIZES.get(name, (1200, 900)))
         SHOTS[name](viewer)
         viewer.reset_view()
         napari.qt.get_qapp().processEvents()

@@ -29,7 +29,7 @@ def test_click_a_lesion_row_moves_to_its_centre_slice_and_frames_it(make_napari_
     viewer.dims.set_current_step(0, 6)
     assert w.lesions.table.shape[0] == 2 and HIGHLIGHT not in viewer.layers  # filling: no click
     cells = w.lesions.table.data.to_list()
-    assert cells[0] == ["1", "600.0 mm³", f"{rows[0].diameter_mm:.1f}", "0.80", "1-3"]
+    assert cells[0] == ["1", "600.0 mm³", f"{rows[0].diameter_mm:.1f} mm", "0.80", "1-3"]
     assert cells[1][-1] == "8-10"
 
     _click_row(qtbot, w.lesions.table, 1)
@@ -56,7 +56,7 @@ def test_lesion_table_of_a_slice_shows_areas(make_napari_viewer_proxy, qtbot):
     w = SegmentWidget(viewer)
     viewer.window.add_dock_widget(w)
     w.lesions.show(lesion_table(mask, (0.5, 0.5)), layer)
-    assert w.lesions.table.data.to_list() == [["1", "10.0 mm²", f"{np.hypot(4.5, 1.5):.1f}",
+    assert w.lesions.table.data.to_list() == [["1", "10.0 mm²", f"{np.hypot(4.5, 1.5):.1f} mm",
                                                "-", "-"]]
     _click_row(qtbot, w.lesions.table, 0)
     (box,) = viewer.layers[HIGHLIGHT].data

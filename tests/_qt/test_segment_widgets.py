@@ -139,4 +139,4 @@ def test_segment_volume_moves_to_the_largest_lesion(make_napari_viewer_proxy, qt
     # ...and lists every lesion, the largest first (the one the view moved to).
     assert w.lesions.rows and w.lesions.rows[0].centre == centre
     assert w.lesions.table.shape[0] == len(w.lesions.rows)
-    assert "vol tumour" in w.lesions.title.value
+    assert "vol tumour" in w.lesions.title.tooltip

@@ -15,7 +15,7 @@ from magicgui.widgets import (
 )
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtWidgets import QAbstractItemView
+from qtpy.QtWidgets import QAbstractItemView, QStyledItemDelegate
 
 from napari_brainseg._reader import prediction_colormap
 
@@ -166,7 +166,9 @@ class SegmentWidget(_WorkerWidget):
         return job(), done
 
 
-LESION_COLUMNS = ["#", "size", "longest diameter (mm)", "mean prob.", "slices"]
+#: Lesion table columns: number, volume or area, longest diameter (mm), mean tumour
+#: probability, slice range (first-last).
+LESION_COLUMNS = ["#", "size", "diameter", "mean p", "slices"]
 HIGHLIGHT = "lesion highlight"
 
 
@@ -190,6 +192,12 @@ class LesionTable(Container):
         self.table.native.setMaximumHeight(220)
         self.table.native.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.native.verticalHeader().setVisible(False)  # "#" is the lesion's number
+        # Show the texts as formatted here (magicgui's delegate would print 39.2 as 39.2000).
+        self.table.native.setItemDelegate(QStyledItemDelegate(self.table.native))
+        tips = ["largest first", "volume (3D) or area (2D)", "longest diameter, mm",
+                "mean tumour probability", "slice range along the slider"]
+        for k, tip in enumerate(tips):
+            self.table.native.horizontalHeaderItem(k).setToolTip(tip)
         self.table.native.cellClicked.connect(lambda row, _col: self.select(row))
         self.table.native.currentCellChanged.connect(lambda row, *_: self.select(row))
         super().__init__(widgets=[self.title, self.table], labels=False)
@@ -205,8 +213,8 @@ class LesionTable(Container):
         self.table.value = {
             "#": [str(r.number) for r in lesions],
             "size": [f"{r.size_mm:,.1f} {unit}" for r in lesions],
-            "longest diameter (mm)": [f"{r.diameter_mm:.1f}" for r in lesions],
-            "mean prob.": ["-" if r.mean_probability != r.mean_probability
+            "diameter": [f"{r.diameter_mm:.1f} mm" for r in lesions],
+            "mean p": ["-" if r.mean_probability != r.mean_probability
                            else f"{r.mean_probability:.2f}" for r in lesions],
             "slices": [self._slice_text(r) for r in lesions],
         }
@@ -214,8 +222,9 @@ class LesionTable(Container):
         native.blockSignals(False)
         native.resizeColumnsToContents()
         n = len(lesions)
-        self.title.value = (f"{n} lesion{'s' if n != 1 else ''} in '{layer.name}'"
+        self.title.value = (f"{n} lesion{'s' if n != 1 else ''}"
                             + (" (click a row to show it)" if n else ""))
+        self.title.tooltip = f"connected components of '{layer.name}'"
 
     def _axis(self) -> int | None:
         """The mask axis moved by the viewer's first slider (None for a 2D mask)."""
