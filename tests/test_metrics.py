@@ -57,6 +57,16 @@ def test_pooled_differs_from_per_image_and_matches_recount():
     assert ev.per_image_mean["f1"] == pytest.approx(np.mean([scores(confusion(p, t))["f1"]
                                                              for p, t in pairs]))
     assert ev.n == 5
+    assert abs(ev.pooled["f1"] - ev.per_image_mean["f1"]) > 1e-3  # they differ on these masks
+    # A large tumour found exactly and a 1-pixel tumour missed: pooling weights pixels (one
+    # miss among 101 tumour pixels), the per-image mean weights images (one of two failed).
+    big = np.zeros((20, 20), bool)
+    big[5:15, 5:15] = True
+    tiny = np.zeros((20, 20), bool)
+    tiny[2, 2] = True
+    ev = evaluate([(big, big), (np.zeros_like(tiny), tiny)])
+    assert ev.pooled["f1"] == pytest.approx(200 / 201)
+    assert ev.per_image_mean["f1"] == pytest.approx(0.5)
 
 
 def test_background_baseline_and_hd95_undefined():

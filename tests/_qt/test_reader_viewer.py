@@ -85,9 +85,14 @@ def test_opening_a_file_again_never_touches_edited_labels(make_napari_viewer_pro
     _, labels = viewer.open(str(tmp_path / "scan.png"), plugin="napari-brainseg")
     labels.paint((20, 20), 1)  # the user's correction
     edited = labels.data.copy()
-    viewer.open(str(tmp_path / "scan.png"), plugin="napari-brainseg")  # opened again
-    assert len(viewer.layers) == 4
-    np.testing.assert_array_equal(labels.data, edited)
+    assert edited[20, 20] == 1 and not np.array_equal(edited > 0, mask > 0)  # a real edit
+    _, again = viewer.open(str(tmp_path / "scan.png"), plugin="napari-brainseg")  # opened again
+    assert len(viewer.layers) == 4 and again is not labels
+    # the new layer shows the file, not the edit, and shares no memory with the edited layer
+    np.testing.assert_array_equal(np.asarray(again.data) > 0, mask > 0)
+    assert not np.shares_memory(np.asarray(again.data), np.asarray(labels.data))
+    again.paint((28, 28), 1)
+    np.testing.assert_array_equal(labels.data, edited)  # painting the copy left the edit alone
     assert (tmp_path / "scan_mask.png").read_bytes() == on_disk  # reading never writes
 
 
