@@ -416,9 +416,9 @@ def test_pairing_lists_each_folder_once_not_once_per_image(tmp_path, monkeypatch
     (tmp_path / "images" / "x.png").touch()
     (tmp_path / "images" / "x_mask.tif").touch()
 
-    def no_probe(path):
-        raise AssertionError(f"pairing probed the disk for {path}; it must use the listing")
-    monkeypatch.setattr(io, "_is_file", no_probe)
+    def no_probe(folder, names):
+        raise AssertionError(f"pairing probed the disk in {folder}; it must use the listing")
+    monkeypatch.setattr(io, "_probe", no_probe)
     calls = _count_scandir(monkeypatch)
     pairs = find_pairs(tmp_path)
     # the folder, images/, masks/ (and a look for labels/): once each, whatever n is

@@ -88,54 +88,59 @@ def write_labels(path: Path, labels: np.ndarray, like: Volume | Mapping[str, Any
 # --------------------------------------------------------------------------- pairing & dispatch
 
 
+_MORE_SUFFIXES = (*SUPPORTED_SUFFIXES, *(x.upper() for x in SUPPORTED_SUFFIXES))
+
+
 def _suffix_variants(path: Path) -> list[str]:
     """Suffixes a mask of ``path`` may have.
 
     The image's own as written first, then every supported one in lower and upper case.
     """
     written = path.name[len(stem(path)):]
-    out: list[str] = []
-    for x in (written, *SUPPORTED_SUFFIXES, *(x.upper() for x in SUPPORTED_SUFFIXES)):
-        if x and x not in out:
-            out.append(x)
-    return out
+    return list(dict.fromkeys(x for x in (written, *_MORE_SUFFIXES) if x))
 
 
-def _find_mask(image_path: Path, exists: Callable[[Path], bool]) -> Path | None:
-    """The mask of ``image_path`` by the pairing convention, looked up name by name.
+#: ``lookup(folder, names)``: the first of ``names`` that is a file in ``folder``, or None.
+Lookup = Callable[[Path, Sequence[str]], "str | None"]
 
-    ``exists`` answers for one candidate path (a probe of the disk, or a folder listing made
-    once), so pairing a folder costs one listing per folder, never one per image.
+
+def _find_mask(image_path: Path, lookup: Lookup) -> Path | None:
+    """The mask of ``image_path`` by the pairing convention.
+
+    ``lookup`` answers for a folder and candidate names (a probe of the disk, or a folder
+    listing made once), so pairing a folder costs one listing per folder, never one per image.
     """
     s = stem(image_path)
     if s.endswith(MASK_SUFFIX):
         return None
     variants = _suffix_variants(image_path)
-    for x in variants:
-        candidate = image_path.with_name(f"{s}{MASK_SUFFIX}{x}")
-        if exists(candidate):
-            return candidate
+    found = lookup(image_path.parent, [f"{s}{MASK_SUFFIX}{x}" for x in variants])
+    if found is not None:
+        return image_path.parent / found
     if image_path.parent.name.lower() in IMAGE_DIRS:
+        # Only image formats: a sidecar (a.json, a.txt) is not a mask.
+        names = [n for x in variants for n in (f"{s}{x}", f"{s}{MASK_SUFFIX}{x}")]
         for mask_dir in MASK_DIRS:
             folder = image_path.parent.parent / mask_dir
-            for x in variants:
-                # Only image formats: a sidecar (a.json, a.txt) is not a mask.
-                for name in (f"{s}{x}", f"{s}{MASK_SUFFIX}{x}"):
-                    if exists(folder / name):
-                        return folder / name
+            found = lookup(folder, names)
+            if found is not None:
+                return folder / found
     return None
 
 
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except OSError:  # a name too long for the file system, a folder we may not read, ...
-        return False
+def _probe(folder: Path, names: Sequence[str]) -> str | None:
+    for name in names:
+        try:
+            if (folder / name).is_file():
+                return name
+        except OSError:  # a name too long for the file system, a folder we may not read, ...
+            continue
+    return None
 
 
 def mask_for(image_path: Path) -> Path | None:
     """Return the mask file paired with ``image_path`` by the README's convention, or None."""
-    return _find_mask(Path(image_path), _is_file)
+    return _find_mask(Path(image_path), _probe)
 
 
 @dataclass(frozen=True)
@@ -158,17 +163,18 @@ def find_pairs(folder: Path, recursive: bool = True) -> list[Pair]:
     if not folder.is_dir():
         raise ReadError(f"{folder}: not a folder.")
     files = list_files(folder, recursive)
-    names: dict[Path, set[str]] = {}
+    listed: dict[Path, set[str]] = {}
     for f in files:
-        names.setdefault(f.parent, set()).add(f.name)
+        listed.setdefault(f.parent, set()).add(f.name)
 
-    def exists(p: Path) -> bool:
-        if p.parent not in names:  # a masks/ folder beside a listed images/ folder
+    def lookup(d: Path, names: Sequence[str]) -> str | None:
+        if d not in listed:  # a masks/ folder beside a listed images/ folder: listed once
             try:
-                names[p.parent] = {f.name for f in list_files(p.parent, recursive=False)}
+                listed[d] = {f.name for f in list_files(d, recursive=False)}
             except ReadError:
-                names[p.parent] = set()
-        return p.name in names[p.parent]
+                listed[d] = set()
+        have = listed[d]
+        return next((n for n in names if n in have), None)
 
     pairs = []
     for f in sorted(files, key=_natural_key):
@@ -182,7 +188,7 @@ def find_pairs(folder: Path, recursive: bool = True) -> list[Pair]:
         if suffix_of(f) in MAT_SUFFIXES:
             pairs.append(Pair(f, f))
         else:
-            pairs.append(Pair(f, _find_mask(f, exists)))
+            pairs.append(Pair(f, _find_mask(f, lookup)))
     return pairs
 
 

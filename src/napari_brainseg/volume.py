@@ -49,6 +49,7 @@ MASK_DIRS = ("masks", "labels")
 IMAGE_DIRS = ("images",)
 
 TUMOUR_TYPES = {1: "meningioma", 2: "glioma", 3: "pituitary"}
+_LONGEST_FIRST = tuple(sorted(SUPPORTED_SUFFIXES, key=len, reverse=True))  # .nii.gz before .gz
 
 
 class ReadError(ValueError):
@@ -157,8 +158,9 @@ def label_dtype(labels: np.ndarray, allowed: Sequence[type], where: str) -> type
 def stem(path: Path) -> str:
     """Return the file name without its (possibly double) suffix: ``a.nii.gz`` -> ``a``."""
     name = path.name
-    for suffix in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
+    lower = name.lower()
+    for suffix in _LONGEST_FIRST:
+        if lower.endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
 
@@ -166,7 +168,7 @@ def stem(path: Path) -> str:
 def suffix_of(path: Path) -> str:
     """Return the lower-case suffix this package knows, ``.nii.gz`` included, or ``''``."""
     name = path.name.lower()
-    for suffix in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):
+    for suffix in _LONGEST_FIRST:
         if name.endswith(suffix):
             return suffix
     return ""

@@ -748,6 +748,439 @@ CASES += [
 ]
 
 
+# --------------------------------------------------------------------------- issue 15: file reading
+
+
+def _nii_bytes(path: Path, data: np.ndarray, edit: Callable[[Any], None] | None = None,
+               affine: np.ndarray | None = None) -> Path:
+    """Save ``data`` as NIfTI after ``edit(header)`` (raw fields, as a broken writer would)."""
+    img = nib.Nifti1Image(data, np.eye(4) if affine is None else affine)
+    img.set_qform(img.affine, code=1)
+    img.header["vox_offset"] = 352
+    if edit is not None:
+        edit(img.header)
+    raw = img.header.binaryblock + b"\x00" * 4 + np.asarray(data).tobytes(order="F")
+    path.write_bytes(gzip.compress(raw) if path.name.endswith(".gz") else raw)
+    return path
+
+
+def complex_header(d):
+    """456 bytes whose header claims complex128 1024 x 1024 x 1000 (16 GiB)."""
+    hdr = nib.Nifti1Header()
+    hdr.set_data_dtype(np.complex128)
+    hdr.set_data_shape((1024, 1024, 1000))
+    hdr["vox_offset"] = 352
+    (d / "claims-16gib.nii").write_bytes(hdr.binaryblock + b"\x00" * 108)
+    return d / "claims-16gib.nii"
+
+
+def complex_header_gz(d):
+    p = complex_header(d)
+    (d / "claims-16gib.nii.gz").write_bytes(gzip.compress(p.read_bytes()))
+    p.unlink()
+    return d / "claims-16gib.nii.gz"
+
+
+def mat73_huge(d):
+    """A few KB of HDF5 whose never-written 'image' would be 11.9 GiB of float64."""
+    import h5py
+
+    with h5py.File(d / "huge.mat", "w") as f:
+        f.create_group("cjdata").create_dataset("image", shape=(40000, 40000), dtype="f8")
+    return d / "huge.mat"
+
+
+def tiff_30000(d):
+    """A zlib TIFF of 942 KB holding 30000 x 30000 zeros (about 10 GB to read)."""
+    tile = zlib.compress(bytes(1024 * 1024), 9)  # every tile the same: written as encoded bytes
+    tifffile.imwrite(d / "wide.tif", (tile for _ in range(30 * 30)), shape=(30000, 30000),
+                     dtype=np.uint8, tile=(1024, 1024), compression="zlib")
+    return d / "wide.tif"
+
+
+def _phantom_volume(shape=(24, 24, 12)) -> np.ndarray:
+    return np.random.default_rng(1).random(shape).astype(np.float32) * 100
+
+
+def nan_pixdim(d):
+    def edit(h):
+        h["qform_code"] = 0
+        h["sform_code"] = 0
+        h["pixdim"][1] = np.nan
+    return _nii_bytes(d / "nan-pixdim.nii", _phantom_volume(), edit)
+
+
+def nan_quaternion(d):
+    def edit(h):
+        h["sform_code"] = 0
+        h["quatern_b"] = np.nan
+    return _nii_bytes(d / "nan-quaternion.nii", _phantom_volume(), edit)
+
+
+def inf_sform(d):
+    def edit(h):
+        h["qform_code"] = 0
+        h["sform_code"] = 1
+        h["srow_x"] = [np.inf, 0, 0, 0]
+    return _nii_bytes(d / "inf-sform.nii", _phantom_volume(), edit)
+
+
+def zero_sform(d):
+    def edit(h):
+        h["qform_code"] = 0
+        h["sform_code"] = 1
+        h["srow_x"] = h["srow_y"] = h["srow_z"] = [0, 0, 0, 0]
+    return _nii_bytes(d / "zero-sform.nii", _phantom_volume(), edit)
+
+
+def singular_sform(d):
+    def edit(h):
+        h["qform_code"] = 0
+        h["sform_code"] = 1
+        h["srow_x"] = [1, 0, 0, 0]
+        h["srow_y"] = [1, 0, 0, 0]  # two axes along x: no volume
+        h["srow_z"] = [0, 0, 1, 0]
+    return _nii_bytes(d / "singular-sform.nii", _phantom_volume(), edit)
+
+
+def negative_dim(d):
+    def edit(h):
+        h["dim"][1] = -24
+    return _nii_bytes(d / "negative-dim.nii", _phantom_volume(), edit)
+
+
+def rgb_nifti(d):
+    rgb = np.zeros((24, 24, 12), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    rgb["R"] = _noise((24, 24, 12))
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), str(d / "rgb.nii.gz"))
+    return d / "rgb.nii.gz"
+
+
+def six_d_ones(d):
+    return _nifti(d / "six-d.nii.gz", _phantom_volume().reshape(24, 24, 12, 1, 1, 1))
+
+
+def sagittal_slice(d):
+    """One sagittal slice stored as (1, Y, Z): a 2D image, not 40 slices one pixel wide."""
+    return _nifti(d / "sagittal.nii.gz", _phantom_volume((1, 30, 40)))
+
+
+def complex_nifti(d):
+    data = _phantom_volume() * np.exp(1j * 0.5)
+    return _nifti(d / "complex.nii.gz", data.astype(np.complex64))
+
+
+def qform_sform_differ(c: Ctx) -> list[str]:
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    img = nib.Nifti1Image(_phantom_volume((32, 32, 4)), affine)
+    img.set_sform(affine, code=2)
+    qform = affine.copy()
+    qform[:3, 3] = [-10.0, 5.0, 7.0]
+    img.set_qform(qform, code=1)
+    nib.save(img, str(c.d / "two-transforms.nii.gz"))
+    return [str(c.d / "two-transforms.nii.gz"), str(c.out()), "--model", str(c.model), "-q"]
+
+
+def _same_transforms(c: Ctx) -> None:
+    scan = nib.load(str(c.d / "two-transforms.nii.gz"))
+    mask = nib.load(str(c.d / "out" / "two-transforms_tumour.nii.gz"))
+    for get in ("get_qform", "get_sform"):
+        (a, ca), (b, cb) = getattr(scan, get)(coded=True), getattr(mask, get)(coded=True)
+        assert ca == cb and np.allclose(a, b), (get, a, b)
+
+
+def _dicom_edit(d, name, edit, n=4, **kw):
+    from pydicom import dcmread
+
+    paths = _series(d, name, n=n, **kw)
+    for k, p in enumerate(sorted(paths)):
+        ds = dcmread(p)
+        edit(k, ds)
+        ds.save_as(p)
+    return d / name
+
+
+def dicom_multiframe_in_series(d):
+    from pydicom import dcmread
+
+    folder = _dicom_edit(d, "with-multiframe", lambda k, ds: None)
+    p = sorted(folder.iterdir())[0]
+    ds = dcmread(p)
+    ds.NumberOfFrames = 3
+    ds.SOPInstanceUID = "1.2.3.4.5.99"
+    ds.PixelData = np.zeros((3, 64, 64), np.int16).tobytes()
+    ds.save_as(folder / "MULTIFRAME")
+    return folder
+
+
+def dicom_nan_position(d):
+    def edit(k, ds):
+        if k == 1:
+            ds.ImagePositionPatient = ["nan", "0", "0"]
+    return _dicom_edit(d, "nan-position", edit)
+
+
+def dicom_text_position(d):
+    def edit(k, ds):
+        if k == 2:
+            ds["ImagePositionPatient"].VR = "LO"
+            ds.ImagePositionPatient = "left of centre"
+    return _dicom_edit(d, "text-position", edit)
+
+
+def dicom_one_spacing(d):
+    def edit(k, ds):
+        ds.PixelSpacing = [0.5]
+    return _dicom_edit(d, "one-spacing", edit)
+
+
+def dicom_zero_spacing(d):
+    def edit(k, ds):
+        ds.PixelSpacing = [0, 0]
+    return _dicom_edit(d, "zero-spacing", edit)
+
+
+def dicom_four_orientation(d):
+    def edit(k, ds):
+        ds.ImageOrientationPatient = [1, 0, 0, 0]
+    return _dicom_edit(d, "four-orientation", edit)
+
+
+def dicom_truncated(d):
+    from pydicom import dcmread
+
+    p = _series(d, "truncated", n=1)[0]
+    raw = p.read_bytes()
+    ds = dcmread(p)
+    p.write_bytes(raw[: len(raw) - len(ds.PixelData) // 2])
+    out = d / "truncated.dcm"
+    p.rename(out)
+    return out
+
+
+def dicom_localizer(d):
+    def edit(k, ds):
+        if k == 0:  # a sagittal localizer that shares the series
+            ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+            ds.ImagePositionPatient = [0, -100, 100]
+    return _dicom_edit(d, "with-localizer", edit, n=6)
+
+
+def dicom_monochrome1(d):
+    def edit(k, ds):
+        ds.PhotometricInterpretation = "MONOCHROME1"
+    return _dicom_edit(d, "monochrome1", edit, n=5)
+
+
+def tiff_grey_alpha(d):
+    tifffile.imwrite(d / "grey-alpha.tif", _noise((32, 32, 2)), photometric="minisblack",
+                     extrasamples=[2], planarconfig="contig")
+    return d / "grey-alpha.tif"
+
+
+def tiff_planar_rgb(d):
+    tifffile.imwrite(d / "planar.tif", _noise((3, 32, 40)), photometric="rgb",
+                     planarconfig="separate")
+    return d / "planar.tif"
+
+
+def tiff_two_series(d):
+    with tifffile.TiffWriter(d / "two-images.tif") as tif:
+        tif.write(_noise((32, 32)))
+        tif.write(_noise((16, 16)))
+    return d / "two-images.tif"
+
+
+def jpeg_exif_rotated(d):
+    from PIL import Image
+
+    im = Image.fromarray(_noise((40, 64)))
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    im.save(d / "rotated.jpg", exif=exif)
+    return d / "rotated.jpg"
+
+
+def mat5_label_inf(d):
+    return _mat5(d, "label-inf.mat", {"cjdata": {"image": _noise((20, 20)) * 1.0,
+                                                 "label": np.inf,
+                                                 "tumorMask": np.zeros((20, 20))}})
+
+
+def mat73_odd_pid(d):
+    return _mat73(d, "odd-pid.mat", "PID", np.array([[0x110000], [-5]], dtype=np.int64))
+
+
+def long_name_in_folder(c: Ctx) -> list[str]:
+    folder = c.d / "long"
+    folder.mkdir()
+    _png(folder / "a.png")
+    _png(folder / ("x" * 246 + ".png"))
+    return [str(folder), str(c.out()), "--model", str(c.model), "-q"]
+
+
+def non_utf8_name(c: Ctx) -> list[str]:
+    from napari_brainseg.cli import main
+
+    folder = c.d / "latin1"
+    folder.mkdir()
+    _png(Path(os.fsdecode(bytes(folder) + b"/scan-\xe9.png")))
+    args = [str(folder), str(c.out()), "--model", str(c.model), "-q"]
+    assert main(["segment", *args]) == 0  # the first run; the case runs it again
+    return args
+
+
+def unreadable_folder(c: Ctx) -> list[str]:
+    folder = c.d / "locked"
+    folder.mkdir()
+    _png(folder / "a.png")
+    real_scandir = os.scandir
+
+    def scandir(p="."):
+        if Path(p) == folder:
+            raise PermissionError(errno.EACCES, "Permission denied", str(p))
+        return real_scandir(p)
+    c.monkeypatch.setattr(os, "scandir", scandir)
+    return [str(folder)]
+
+
+def permission_in_folder(c: Ctx) -> list[str]:
+    from PIL import Image
+
+    folder = c.d / "slices"
+    folder.mkdir()
+    _png(folder / "a.png")
+    _png(folder / "b.png")
+    real_open = Image.open
+
+    def locked(fp, *a, **k):
+        if Path(str(fp)).name == "b.png":
+            raise PermissionError(errno.EACCES, "Permission denied", str(fp))
+        return real_open(fp, *a, **k)
+    c.monkeypatch.setattr(Image, "open", locked)
+    return [str(folder)]
+
+
+def _planar_is_2d(c: Ctx) -> None:
+    from napari_brainseg.io import read
+
+    assert read(c.d / "planar.tif")[0].data.shape == (32, 40)
+
+
+def _mono1_global(c: Ctx) -> None:
+    from napari_brainseg.io import read
+
+    vol = read(c.d / "monochrome1")[0].data
+    # slice k holds 10 k: one rule for the series mirrors it to 40 - 10 k, never 0 everywhere
+    assert sorted({float(v) for v in vol.reshape(vol.shape[0], -1).mean(1)}) == \
+        [0.0, 10.0, 20.0, 30.0, 40.0]
+
+
+def _sagittal_segmented_as_2d(c: Ctx) -> None:
+    rows = list(csv.DictReader((c.d / "out" / "results.csv").open(encoding="utf-8")))
+    assert rows[0]["status"] == "ok" and rows[0]["tumour_area_mm2"] != ""
+    mask = nib.load(str(c.d / "out" / "sagittal_tumour.nii.gz"))
+    assert mask.shape == (1, 30, 40)
+
+
+def _long_name_batch_went_on(c: Ctx) -> None:
+    rows = list(csv.DictReader((c.d / "out" / "results.csv").open(encoding="utf-8")))
+    assert [r["status"] for r in rows] == ["ok", "failed"]
+    assert (c.d / "out" / "a_tumour.png").exists()
+
+
+def _csv_names_escaped(c: Ctx) -> None:
+    text = (c.d / "out" / "results.csv").read_text(encoding="utf-8")
+    assert "scan-\\xe9.png,skipped" in text
+
+
+def _little_memory(c: Ctx) -> list[str]:
+    c.monkeypatch.setattr("napari_brainseg.volume.available_memory", lambda: 60 * 2**20)
+    scan = _png(c.d / "big.png", np.zeros((1500, 1500), np.uint8))  # 77 MB to segment
+    return [str(scan), str(c.out()), "--model", str(c.model), "-q"]
+
+
+READING = [
+    ("NIfTI header claiming complex128 1024x1024x1000 in a 456-byte file", complex_header, 1,
+     r"describes 15\.6 GiB .*, but the file holds 456 bytes"),
+    ("the same header gzipped (.nii.gz)", complex_header_gz, 1,
+     r"needs about \d+\.\d GiB of memory, more than"),
+    (".mat v7.3 whose never-written image claims 11.9 GiB", mat73_huge, 1,
+     "1,600,000,000 voxels"),
+    ("942 KB zlib TIFF of 30000x30000", tiff_30000, 1, r"needs about 9\.2 GiB.*Crop or downsample"),
+    ("NIfTI with NaN pixdim and no transform", nan_pixdim, 0, "geometry .* is not usable"),
+    ("NIfTI with a NaN quaternion", nan_quaternion, 0, "qform is not usable.*voxel sizes"),
+    ("NIfTI with an infinite sform", inf_sform, 0, "sform is not usable"),
+    ("NIfTI with an all-zero sform", zero_sform, 0, "sform is not usable"),
+    ("NIfTI with a singular sform", singular_sform, 0, "sform is not usable"),
+    ("NIfTI with dim[1] < 0", negative_dim, 1, "side of 0 or less"),
+    ("RGB NIfTI", rgb_nifti, 0, "RGB NIfTI converted to grey"),
+    ("6-D NIfTI with trailing ones", six_d_ones, 0, r"shape=\(12, 24, 24\)"),
+    ("one sagittal slice stored as (1, Y, Z)", sagittal_slice, 0, r"shape=\(40, 30\) .*1 x 1 mm"),
+    ("complex NIfTI", complex_nifti, 0, "complex values; showing their magnitude"),
+    ("DICOM series with a multi-frame file in it", dicom_multiframe_in_series, 0,
+     r"series 2' shape=\(3, 64, 64\)"),
+    ("DICOM slice with NaN ImagePositionPatient", dicom_nan_position, 0,
+     "positions or orientation unreadable"),
+    ("DICOM slice with text ImagePositionPatient", dicom_text_position, 0,
+     "positions or orientation unreadable"),
+    ("DICOM with one-value PixelSpacing", dicom_one_spacing, 0,
+     "PixelSpacing '0.5' is not two positive numbers"),
+    ("DICOM with zero PixelSpacing", dicom_zero_spacing, 0, "not two positive numbers"),
+    ("DICOM with a 4-value ImageOrientationPatient", dicom_four_orientation, 0,
+     "positions or orientation unreadable"),
+    ("DICOM with truncated pixel data", dicom_truncated, 1,
+     "^(?!.*pylibjpeg).*truncated or damaged"),
+    ("DICOM series holding a localizer of another orientation", dicom_localizer, 0,
+     "left out 1 image.*localizer"),
+    ("grey+alpha TIFF", tiff_grey_alpha, 0, "alpha dropped"),
+    ("TIFF holding two images", tiff_two_series, 0, "holds 2 images; showing the first"),
+    ("JPEG stored sideways with EXIF orientation 6", jpeg_exif_rotated, 0, r"shape=\(64, 40\)"),
+    (".mat v5 with label = Inf", mat5_label_inf, 0, "label is not a whole number"),
+    (".mat v7.3 with a PID that is not text", mat73_odd_pid, 0, "PID is not text"),
+]
+
+def _roomy(builder: Callable[[Path], Path]) -> Callable[[Ctx], list[str]]:
+    """As :func:`_info`, on a machine with 64 GiB free: the message (and table) never depends
+    on the memory free where the tests run."""
+    def make(c: Ctx) -> list[str]:
+        c.monkeypatch.setattr("napari_brainseg.volume.available_memory", lambda: 64 * 2**30)
+        return [str(builder(c.d))]
+    return make
+
+
+CASES += [Case(name=b.__name__.replace("_", "-"), what=w, command="info", make=_roomy(b),
+               code=code, expect=e) for w, b, code, e in READING]
+
+CASES += [
+    Case("tiff-planar-rgb", "planar (separate) RGB TIFF", "info", _info(tiff_planar_rgb), 0,
+         "converted to grey", check=_planar_is_2d),
+    Case("dicom-monochrome1", "MONOCHROME1 DICOM series of constant slices", "info",
+         _info(dicom_monochrome1), 0, r"range=\[0, 40\]", check=_mono1_global),
+    Case("unreadable-folder", "a folder that cannot be listed (simulated EACCES)", "info",
+         unreadable_folder, 1, "locked: no permission to read this folder"),
+    Case("permission-in-folder", "a folder with one unreadable image (simulated EACCES)", "info",
+         permission_in_folder, 1, "^(?!.*damaged).*b.png: no permission to read it"),
+    Case("segment-unreadable-folder", "segment a folder that cannot be listed (simulated)",
+         "segment", lambda c: [*unreadable_folder(c), str(c.out()), "--model", str(c.model),
+                               "-q"], 2, "locked: no permission to read this folder"),
+    Case("segment-long-name-in-folder", "a 250-character file name beside a normal scan",
+         "segment", long_name_in_folder, 1, "too long for the file system; give the input a "
+         "shorter name", check=_long_name_batch_went_on),
+    Case("segment-non-utf8-name-rerun", "re-run on a file whose name is not UTF-8 (Latin-1)",
+         "segment", non_utf8_name, 0, "0 segmented, 1 skipped", check=_csv_names_escaped),
+    Case("segment-qform-sform-differ", "NIfTI whose qform and sform disagree: the mask keeps both",
+         "segment", qform_sform_differ, 0, "1 segmented", check=_same_transforms),
+    Case("segment-sagittal-slice", "one sagittal slice (1, Y, Z) is segmented as one 2D image",
+         "segment", _segment(sagittal_slice), 0, "1 segmented",
+         check=_sagittal_segmented_as_2d),
+    Case("segment-complex", "complex NIfTI: segment says it used the magnitude", "segment",
+         _segment(complex_nifti), 0, "warning: complex.nii.gz: complex values"),
+    Case("segment-little-memory", "a scan needing more memory than is free (simulated 60 MiB)",
+         "segment", _little_memory, 1, r"segmenting this image .* free on this machine"),
+]
+
+
 def run_case(case: Case, ctx: Ctx, capsys: Any) -> tuple[int, str]:
     """Run ``case`` through ``brainseg``; return the exit code and the line the user sees."""
     from napari_brainseg.cli import main
