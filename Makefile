@@ -2,11 +2,15 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# CPU PyTorch first: an unpinned torch resolves to a multi-GB CUDA build. Override on your machine,
-# e.g. `make test TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu"`.
-TORCH_SPEC ?= torch==2.13.0
+# CPU PyTorch first, from PyTorch's CPU index: on PyPI, Linux torch is the multi-GB CUDA build.
+# With an NVIDIA GPU choose your build, e.g. `make demo TORCH_SPEC="torch==2.13.0"` (PyPI: CUDA on
+# Linux) or the command pytorch.org gives. Where the CPU index cannot be reached, pip warns and
+# retries (about 10 s), then takes torch from the indexes pip is configured with (as on this
+# project's machines).
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_SPEC ?= torch==2.13.0 --index-url $(TORCH_INDEX)
 
-.PHONY: venv install install-dev system-deps demo test lint screenshots bench
+.PHONY: venv install install-all install-dev system-deps demo test lint screenshots bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,6 +22,11 @@ install: venv
 	$(BIN)/pip install -q $(TORCH_SPEC)
 	$(BIN)/pip install -q -e .
 
+# The package with the viewer's Qt binding (PyQt6), so `.venv/bin/napari` works after `make demo`.
+install-all: venv
+	$(BIN)/pip install -q $(TORCH_SPEC)
+	$(BIN)/pip install -q -e ".[all]"
+
 install-dev: venv
 	$(BIN)/pip install -q $(TORCH_SPEC)
 	$(BIN)/pip install -q -e ".[testing]"
@@ -25,7 +34,7 @@ install-dev: venv
 system-deps:
 	bash scripts/install-system-deps.sh
 
-demo: install
+demo: install-all
 	bash scripts/demo.sh $(BIN)
 
 lint: install-dev
