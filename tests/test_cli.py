@@ -142,3 +142,63 @@ def test_every_option_in_help_says_what_it_does(command, capsys):
     bare = [a.option_strings[-1] for a in sub.choices[command]._actions
             if a.option_strings and not a.help]
     assert bare == [], f"options without help text: {bare}"
+
+
+def _interrupting_training(epochs_before: int):
+    """A stand-in for iter_training that finishes ``epochs_before`` epochs, then gets Ctrl-C."""
+    from napari_brainseg.train import EpochReport
+
+    def fake(*args, **kwargs):
+        for e in range(1, epochs_before + 1):
+            yield EpochReport(e, 5, 1.0, 1.0, 0.0, 0.0, 0.0, 1e-3, 0.1, True)
+        raise KeyboardInterrupt
+    return fake
+
+
+@pytest.mark.parametrize("epochs_before", [0, 2])
+def test_ctrl_c_advises_resume_only_when_an_epoch_was_saved(tmp_path, capsys, monkeypatch,
+                                                            epochs_before):
+    import napari_brainseg.train as train_mod
+
+    main(["sample-data", str(tmp_path / "d"), "--n", "4", "--size", "64x64"])
+    monkeypatch.setattr(train_mod, "iter_training", _interrupting_training(epochs_before))
+    capsys.readouterr()
+    code = main(["train", str(tmp_path / "d"), "--out", str(tmp_path / "m.pt"), "-q"])
+    err = capsys.readouterr().err.strip()
+    assert code == 130 and len(err.splitlines()) == 1, err
+    if epochs_before:
+        assert f"--resume {tmp_path / 'm.last.pt'}" in err
+    else:
+        assert "--resume" not in err and "nothing was saved" in err
+
+
+def test_option_bounds_match_the_core():
+    from napari_brainseg.cli import RANGES
+    from napari_brainseg.skullstrip import MAX_MM
+    from napari_brainseg.train import MAX_PATCH, MIN_PATCH
+
+    assert RANGES["skull-strip"]["erode_mm"].high == MAX_MM
+    for command in ("train", "study"):
+        b = RANGES[command]["patch_size"]
+        assert (b.low, b.high) == (MIN_PATCH, MAX_PATCH)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["skull-strip", "a.png", "b.png", "--tightness", "2"], "--tightness must be between 0 and 1"),
+    (["segment", "a.png", "out", "--threshold", "0"], "--threshold must be above 0 and below 1"),
+    (["segment", "a.png", "out", "--batch-size", "0"], "--batch-size must be between 1 and 512"),
+    (["train", "d", "--out", "m.pt", "--gamma", "-1"], "--gamma must be between 0 and 10"),
+    (["train", "d", "--out", "m.pt", "--val-split", "nan"], "--val-split must be between"),
+    (["train", "d", "--out", "m.pt", "--pos-weight", "0"], "--pos-weight must be above 0"),
+    (["study", "d", "--out", "s", "--folds", "1000"], "--folds must be between 2 and 50"),
+    (["study", "d", "--out", "s", "--alpha", "focal=inf"], "--alpha values must be between"),
+    (["sample-data", "s", "--n", "0"], "--n must be between 1 and 10000"),
+    (["sample-data", "s", "--size", "99999x64"], "each side 32 to 4096"),
+])
+def test_numeric_options_out_of_range_exit_2_before_any_work(tmp_path, capsys, monkeypatch,
+                                                             argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -107,3 +107,65 @@ def test_load_from_bytes():
         buf.write(p.read_bytes())
     buf.seek(0)
     assert load_checkpoint(buf).config.base_filters == 2
+
+
+def test_config_is_checked_against_the_weights_before_the_model_is_built(tmp_path, monkeypatch):
+    """An edited config (base_filters=384 beside small weights) would build a 4.6 GB model."""
+    import napari_brainseg.model as model_mod
+
+    path = save_checkpoint(tmp_path / "m.pt", UNet(UNetConfig(base_filters=2)))
+    payload = torch.load(path, weights_only=True)
+    payload["config"]["base_filters"] = 384
+    torch.save(payload, tmp_path / "wide.pt")
+    built = []
+
+    class Recording(UNet):
+        def __init__(self, config=None):
+            super().__init__(config)
+            built.append(sum(p.numel() for p in self.parameters() if not p.is_meta))
+
+    monkeypatch.setattr(model_mod, "UNet", Recording)
+    with pytest.raises(CheckpointError, match=r"wide.pt: .*base_filters=384.*needs shape"):
+        load_checkpoint(tmp_path / "wide.pt")
+    assert built == [0]  # only the shape check, on the meta device: no memory
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: p.update(normalisation="zscore"), "'normalisation' is not a dict"),
+    (lambda p: p.update(normalisation={"method": "percentile", "low": 99, "high": 1}),
+     "0 <= low < high <= 100"),
+    (lambda p: p.update(metrics=[1, 2]), "'metrics' is not a dict"),
+    (lambda p: p.update(resume="yes"), "'resume' is not a dict"),
+    (lambda p: p.update(schema="1"), "schema '1' is not a schema version"),
+    (lambda p: p.update(schema=True), "schema True is not a schema version"),
+    (lambda p: p.update(config=[1]), "config is a list"),
+    (lambda p: p.update(state_dict={"a": 1}), "state_dict is not a dict of tensors"),
+    (lambda p: next(iter(p["state_dict"].values())).fill_(float("inf")),
+     "NaN or infinite values"),
+])
+def test_edited_checkpoints_are_refused_naming_the_file(tmp_path, edit, message):
+    path = save_checkpoint(tmp_path / "m.pt", UNet(UNetConfig(base_filters=2)))
+    payload = torch.load(path, weights_only=True)
+    edit(payload)
+    torch.save(payload, tmp_path / "edited.pt")
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_checkpoint(tmp_path / "edited.pt")
+    assert str(info.value).startswith("edited.pt: ")
+
+
+def test_legacy_format_pickle_that_would_run_code_is_refused(tmp_path, monkeypatch):
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("open('PWNED', 'w').write('x')",))
+
+    monkeypatch.chdir(tmp_path)
+    payload = {"format": "napari-brainseg-unet", "schema": 1, "x": Evil(),
+               "state_dict": UNet(UNetConfig(base_filters=2)).state_dict()}
+    torch.save(payload, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match="could run code"):
+        load_checkpoint(tmp_path / "legacy.pt")
+    assert not (tmp_path / "PWNED").exists()
+    # a legacy-format file without code is still only "not readable", not called malicious
+    torch.save({"a": torch.zeros(3)}, tmp_path / "plain.pt", _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match="not a napari-brainseg"):
+        load_checkpoint(tmp_path / "plain.pt")

@@ -300,6 +300,10 @@ class TrainingSet(Dataset):
             self._cached_bytes += size
         return img, msk
 
+    def any_tumour(self) -> bool:
+        """Whether any training mask holds a tumour pixel (reads slices until one does)."""
+        return any(self._slice(i)[1].any() for i in range(len(self)))
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, i])
         img, msk = self._slice(i)

@@ -251,8 +251,10 @@ def save_checkpoint(
 def _references_code(path: Any) -> bool:
     """Whether a file torch refused is a pickle naming classes or functions (code it would run).
 
-    Only inspects the opcodes with ``pickletools`` (nothing is executed); a zip (torch's own
-    format) that ``weights_only`` refused always holds such a reference.
+    Only inspects the opcodes with ``pickletools`` (nothing is executed). A zip (torch's own
+    format) that ``weights_only`` refused always holds such a reference; torch's legacy format
+    is several pickles in a row (magic number, protocol, system info, then the payload), so every
+    pickle up to the raw tensor bytes is read.
     """
     import pickletools
     import zipfile
@@ -264,23 +266,81 @@ def _references_code(path: Any) -> bool:
             raw = Path(path).read_bytes()
         if zipfile.is_zipfile(_io.BytesIO(raw)):
             return True
-        ops = {op.name for op, _arg, _pos in pickletools.genops(raw)}
-    except Exception:  # not a pickle at all
+    except OSError:
         return False
-    return bool(ops & {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "BUILD"})
+    code = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "BUILD"}
+    stream = _io.BytesIO(raw)
+    while stream.tell() < len(raw):
+        try:
+            ops = {op.name for op, _arg, _pos in pickletools.genops(stream)}
+        except Exception:  # the end of the pickles (tensor bytes), or not a pickle at all
+            return False
+        if ops & code:
+            return True
+    return False
+
+
+def _expected_shapes(config: UNetConfig) -> dict[str, tuple[int, ...]]:
+    """The state_dict shapes of ``UNet(config)``, built on the meta device (no memory used)."""
+    with torch.device("meta"):
+        skeleton = UNet(config)
+    return {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+
+
+def _check_weights(state: Any, config: UNetConfig) -> str | None:
+    """What is wrong with ``state`` as the weights of ``UNet(config)``, or None.
+
+    Checked before the model is built, so an edited config (``base_filters=384`` beside 2 MB of
+    weights) costs nothing instead of gigabytes.
+    """
+    if not isinstance(state, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        return "state_dict is not a dict of tensors"
+    expected = _expected_shapes(config)
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    if missing or extra:
+        which = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
+        return f"{len(missing)} missing and {len(extra)} unexpected weights, e.g. {which}"
+    for k, shape in expected.items():
+        if tuple(state[k].shape) != shape:
+            return (f"{k}: the configuration (base_filters={config.base_filters}, depth="
+                    f"{config.depth}) needs shape {shape} but the file holds "
+                    f"{tuple(state[k].shape)} weights")
+    return None
+
+
+def _non_finite(state: Mapping[str, torch.Tensor]) -> str | None:
+    """The first weight holding NaN or infinite values, or None."""
+    for k, v in state.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            return k
+    return None
+
+
+def _dict_or_none(payload: Mapping[str, Any], key: str, name: str) -> dict[str, Any] | None:
+    value = payload.get(key)
+    if value is not None and not isinstance(value, Mapping):
+        raise CheckpointError(
+            f"{name}: the checkpoint's {key!r} is not a dict ({type(value).__name__} "
+            f"{value!r:.40}); the file was edited or written by another program. Train again."
+        )
+    return None if value is None else dict(value)
 
 
 def load_checkpoint(path: str | os.PathLike[str] | _io.BytesIO) -> Checkpoint:
     """Rebuild the model from a checkpoint file alone, refusing anything that is not ours.
 
     Uses ``torch.load(..., weights_only=True)``: a file holding arbitrary Python objects (a
-    pickle that could run code) is refused, never executed.
+    pickle that could run code) is refused, never executed. The stored configuration is checked
+    against the weights' shapes before the model is built, and the weights must be finite.
 
     Raises
     ------
     CheckpointError
-        Missing, truncated, foreign, newer-schema or mismatched files, with a message that says
-        what to do.
+        Missing, truncated, foreign, newer-schema, mismatched or edited files (non-finite
+        weights, a normalisation or metrics that are not dicts), with a message that names the
+        file and says what to do.
     """
     name = getattr(path, "name", None) or str(path)
     name = Path(name).name
@@ -304,31 +364,61 @@ def load_checkpoint(path: str | os.PathLike[str] | _io.BytesIO) -> Checkpoint:
             "tool's model?). Train one with the Train widget or `brainseg train`."
         )
     schema = payload.get("schema")
-    if not isinstance(schema, int) or schema > SCHEMA_VERSION:
+    if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
+        raise CheckpointError(
+            f"{name}: checkpoint schema {schema!r:.20} is not a schema version this tool writes "
+            f"(a whole number; this napari-brainseg writes {SCHEMA_VERSION}); the file was "
+            "edited or written by another program. Train again."
+        )
+    if schema > SCHEMA_VERSION:
         raise CheckpointError(
             f"{name}: checkpoint schema {schema} is newer than this napari-brainseg "
             f"({__version__}, schema {SCHEMA_VERSION}); upgrade napari-brainseg."
         )
+    sections = {key: _dict_or_none(payload, key, name)
+                for key in ("normalisation", "training", "metrics", "optimizer", "resume")}
     try:
-        config = UNetConfig.from_dict(payload["config"])
+        from .preprocess import check_normalisation
+
+        normalisation = check_normalisation(sections["normalisation"])
+    except ValueError as exc:
+        raise CheckpointError(
+            f"{name}: the checkpoint's intensity normalisation is unusable ({exc}); the file was "
+            "edited or written by another program. Train again."
+        ) from exc
+    try:
+        raw_config = payload["config"]
+        if not isinstance(raw_config, Mapping):
+            raise TypeError(f"config is a {type(raw_config).__name__}, not a dict")
+        config = UNetConfig.from_dict(raw_config)
+        problem = _check_weights(payload.get("state_dict"), config)
+        if problem:
+            raise ValueError(problem)
         model = UNet(config)
         model.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as exc:
         detail = next((ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()),
                       str(exc)).rstrip(".)")
         raise CheckpointError(
             f"{name}: the weights do not fit the stored U-Net configuration ({detail}); the "
             "file was edited or written by another program. Train again."
         ) from exc
+    bad = _non_finite(payload["state_dict"])
+    if bad:
+        raise CheckpointError(
+            f"{name}: the weights hold NaN or infinite values ({bad}), so every prediction "
+            "would be meaningless; training diverged or the file is damaged. Use an earlier "
+            "checkpoint or train again with a lower learning rate."
+        )
     model.eval()
     return Checkpoint(
         model=model,
         config=config,
-        normalisation=dict(payload.get("normalisation") or {}),
-        training=dict(payload.get("training") or {}),
-        metrics=dict(payload.get("metrics") or {}),
-        optimizer=payload.get("optimizer"),
-        resume=payload.get("resume"),
+        normalisation=normalisation,
+        training=sections["training"] or {},
+        metrics=sections["metrics"] or {},
+        optimizer=sections["optimizer"],
+        resume=sections["resume"],
         package_version=str(payload.get("package_version", "")),
         path=None if isinstance(path, _io.BytesIO) else Path(path),
     )

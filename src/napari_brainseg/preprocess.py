@@ -18,6 +18,41 @@ NormMethod = Literal["percentile", "zscore", "divide255"]
 DEFAULT_NORMALISATION: dict[str, Any] = {"method": "percentile", "low": 1.0, "high": 99.0}
 
 
+def check_normalisation(settings: Any) -> dict[str, Any]:
+    """Validate normalisation settings (as stored in a checkpoint) and return them as a dict.
+
+    Parameters
+    ----------
+    settings : Any
+        Expected: a mapping like :data:`DEFAULT_NORMALISATION`; ``None`` or ``{}`` mean the
+        default.
+
+    Raises
+    ------
+    ValueError
+        Not a mapping, an unknown method, or percentiles that are not ``0 <= low < high <= 100``.
+    """
+    if settings is None:
+        return {}
+    if not isinstance(settings, Mapping):
+        raise ValueError(f"normalisation must be a dict like {DEFAULT_NORMALISATION}, got "
+                         f"{type(settings).__name__} {settings!r:.60}")
+    s = dict(settings)
+    if not s:
+        return s
+    method = s.get("method", "percentile")
+    if method not in ("percentile", "zscore", "divide255"):
+        raise ValueError(f"unknown normalisation method {method!r:.40}; use percentile, zscore "
+                         "or divide255")
+    if method == "percentile":
+        low, high = s.get("low", 1.0), s.get("high", 99.0)
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)) \
+                or not 0.0 <= low < high <= 100.0:  # also refuses NaN
+            raise ValueError(f"normalisation percentiles must satisfy 0 <= low < high <= 100, "
+                             f"got low={low!r:.20}, high={high!r:.20}")
+    return s
+
+
 def normalise(image: np.ndarray, settings: Mapping[str, Any] | None = None) -> np.ndarray:
     """Normalise one slice's intensities for the network.
 
