@@ -308,15 +308,13 @@ def _resume_state(ck: Checkpoint, name: str, cfg: TrainConfig) -> _ResumeState:
                  best_loss=number("best_loss", float, math.inf))
     history_raw = r.get("history", [])
     names = [f.name for f in fields(EpochReport)]
-    if not isinstance(history_raw, list) or len(history_raw) != epoch or not all(
+    if not isinstance(history_raw, list) or len(history_raw) > epoch or not all(
             isinstance(h, dict) and sorted(h) == sorted(names)
             and all(isinstance(v, int | float) for v in h.values()) for h in history_raw):
-        raise bad(f"the history should list {epoch} epochs of {', '.join(names)}")
+        raise bad(f"the history should list up to {epoch} epochs of {', '.join(names)}")
     scheduler = r.get("scheduler")
     if scheduler is not None and not isinstance(scheduler, dict):
         raise bad("the scheduler state is not a dict")
-    if ck.optimizer is None:
-        raise bad("no optimizer state")
     try:
         saved = TrainConfig.from_dict(ck.training)
     except (TypeError, ValueError, KeyError) as exc:
@@ -470,8 +468,6 @@ def iter_training(
                                       else None)
     loss_fn = make_loss(cfg.loss)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    if optimizer_state:
-        optimizer.load_state_dict(optimizer_state)
     scheduler: Any = None
     if cfg.schedule == "plateau":
         # On the loss, not the Dice: Dice sits at 0 for the first epochs while the model is still
@@ -480,8 +476,17 @@ def iter_training(
                                                                patience=5)
     elif cfg.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    if scheduler is not None and scheduler_state:
-        scheduler.load_state_dict(scheduler_state)
+    try:
+        if optimizer_state:
+            optimizer.load_state_dict(optimizer_state)
+        if scheduler is not None and scheduler_state:
+            scheduler.load_state_dict(scheduler_state)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        raise CheckpointError(
+            f"{Path(str(resume)).name}: the saved optimizer or scheduler state does not fit "
+            f"this model ({type(exc).__name__}: {str(exc)[:80]}); the file was edited or "
+            "damaged. Resume from another .last.pt, or start from it with --init"
+        ) from exc
 
     train_set = TrainingSet(train_samples, cfg.patch_size, cfg.augment, cfg.normalisation,
                             cfg.seed)
