@@ -11,19 +11,22 @@ from __future__ import annotations
 import csv
 import errno
 import io as _io
+import json
 import logging
 import math
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from scipy import ndimage as ndi
 
+from . import provenance
 from .formats.dicom import is_dicom_file
 from .io import (
     DICOM_SUFFIXES,
@@ -39,7 +42,11 @@ from .io import (
 )
 from .metrics import Counts, confusion, scores
 from .predict import Predictor, iter_segment_scan, tumour_size
+from .provenance import SIDECAR_SUFFIX
 from .volume import SEGMENT_BYTES_PER_VOXEL, check_memory, list_files
+
+if TYPE_CHECKING:
+    from .uncertainty import UncertaintyOptions
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +67,10 @@ class FileResult:
     error: str = ""
     dice: float | None = None
     counts: Counts | None = field(default=None, repr=False)
+    #: Uncertain volume (mm³) or area (mm²) when uncertainty was asked for
+    #: (:mod:`napari_brainseg.uncertainty`), and the most uncertain slice's index.
+    uncertainty: float | None = None
+    uncertain_slice: int | None = None
 
     def row(self) -> dict[str, Any]:
         r"""One results.csv row (file names that are not UTF-8 are written with \x escapes)."""
@@ -71,6 +82,9 @@ class FileResult:
             "tumour_volume_mm3": f"{self.size_mm:.2f}" if self.unit == "mm3" else "",
             "seconds": f"{self.seconds:.3f}",
             "dice_vs_mask": "" if self.dice is None else f"{self.dice:.4f}",
+            "uncertainty": "" if self.uncertainty is None else f"{self.uncertainty:.2f}",
+            "most_uncertain_slice": "" if self.uncertain_slice is None
+            else self.uncertain_slice,
             "error": _text(self.error),
         }
 
@@ -87,7 +101,8 @@ def _text(value: str | Path) -> str:
 
 
 CSV_FIELDS = ["file", "status", "output", "tumour_voxels", "tumour_area_mm2",
-              "tumour_volume_mm3", "seconds", "dice_vs_mask", "error"]
+              "tumour_volume_mm3", "seconds", "dice_vs_mask", "uncertainty",
+              "most_uncertain_slice", "error"]
 
 
 def list_inputs(path: str | Path,
@@ -229,11 +244,14 @@ def write_results_csv(path: Path, results: Sequence[FileResult]) -> None:
         The file could not be written (full disk, read-only folder); the old table, if any, is
         left whole.
     """
+    _write_rows(path, [r.row() for r in results])
+
+
+def _write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     buf = _io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, restval="", extrasaction="ignore")
     writer.writeheader()
-    for r in results:
-        writer.writerow(r.row())
+    writer.writerows(rows)
     text = buf.getvalue()
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
@@ -274,6 +292,8 @@ def iter_segment_folder(
     axis: int = 0,
     items: Sequence[tuple[Path, Path | None]] | None = None,
     on_slices: Callable[[int, int], None] | None = None,
+    uncertainty: UncertaintyOptions | None = None,
+    part: tuple[int, int] | None = None,
 ) -> Generator[FileResult, None, list[FileResult]]:
     """Segment every scan of a file or folder, yielding one :class:`FileResult` per file.
 
@@ -291,14 +311,30 @@ def iter_segment_folder(
 
     ``items`` are the inputs as :func:`list_inputs` gave them, when the caller listed them
     already (to count them): a folder is then paired once, not twice.
+
+    With ``uncertainty`` (see :mod:`napari_brainseg.uncertainty`) each file also gets its
+    uncertainty score and most uncertain slice in ``results.csv``, at the cost of that many
+    extra model passes per slice.
+
+    ``part=(I, N)`` segments only part I of N of the inputs (:func:`select_part`: the same split
+    in every process) and keeps its table in ``results.partI.csv``; :func:`merge_parts`
+    combines the parts' tables into ``results.csv``. Output names are chosen from *all* the
+    inputs, so each part names its masks as one whole run would.
     """
     root = Path(inputs)
     out_dir = Path(output)
     check_output_folder(out_dir)
     items = list(items) if items is not None else list_inputs(root, exclude=out_dir)
+    rec = run_record(predictor, skull_strip=skull_strip, axis=axis, uncertainty=uncertainty)
+    table = out_dir / results_csv_name(part)
+    _write_provenance(table.with_name(table.name + SIDECAR_SUFFIX),
+                      rec if part is None else {**rec, "part": {"index": part[0],
+                                                                "of": part[1]}})
     results: list[FileResult] = []
     csv_at = 0.0
     dests = output_paths([src for src, _ in items], root, out_dir)
+    if part is not None:
+        items = select_part(items, root, part)
     for k, (src, truth) in enumerate(items):
         t0 = time.perf_counter()
         dest = dests[src]
@@ -317,7 +353,8 @@ def iter_segment_folder(
                 images = [v for v in vols if v.kind == "image"]
                 if len(images) > 1:  # a DICOM folder with several series: each one
                     done = list(_segment_series(src, dest, images, predictor, skull_strip,
-                                                overlays, out_dir, overwrite, axis, on_slices))
+                                                overlays, out_dir, overwrite, axis, on_slices,
+                                                uncertainty, rec))
                     for r in done[:-1]:
                         results.append(r)
                         yield r
@@ -325,7 +362,7 @@ def iter_segment_folder(
                 else:
                     gt, gt_note = _ground_truth(truth, src)
                     res, save = _segment_loaded(src, dest, vols, gt, predictor, skull_strip,
-                                                overlay, axis, t0, on_slices)
+                                                overlay, axis, t0, on_slices, uncertainty, rec)
                     if gt_note:
                         res = replace(res, error=f"{gt_note}; {res.error}" if res.error
                                       else gt_note)
@@ -336,12 +373,179 @@ def iter_segment_folder(
             log.info("failed: %s", res.error)  # the caller reports it (CLI line, widget table)
         results.append(res)
         if k == len(items) - 1 or time.perf_counter() - csv_at >= 1.0:
-            _try_write_csv(out_dir / "results.csv", results)
+            _try_write_csv(table, results)
             csv_at = time.perf_counter()
         yield res
     if not items:
-        _try_write_csv(out_dir / "results.csv", results)
+        _try_write_csv(table, results)
     return results
+
+
+# --------------------------------------------------------------------------- parts
+
+
+def parse_part(text: str) -> tuple[int, int]:
+    """``"I/N"`` (part I of N, counted from 1) as ``(I, N)``.
+
+    Raises
+    ------
+    ValueError
+        Not two whole numbers with ``1 <= I <= N``; the message says what is expected.
+    """
+    head, sep, tail = str(text).partition("/")
+    try:
+        index, count = int(head), int(tail)
+    except ValueError:
+        index = count = 0
+    if not sep or count < 1 or not 1 <= index <= count:
+        raise ValueError(f"--part must be I/N with 1 <= I <= N (e.g. 1/4 ... 4/4 for four "
+                         f"processes), got {text!r}")
+    return index, count
+
+
+def results_csv_name(part: tuple[int, int] | None = None) -> str:
+    """``results.csv``, or ``results.partI.csv`` for part I of a split run."""
+    return "results.csv" if part is None else f"results.part{part[0]}.csv"
+
+
+def select_part(items: Sequence[tuple[Path, Path | None]], root: str | Path,
+                part: tuple[int, int]) -> list[tuple[Path, Path | None]]:
+    """Part ``I`` of ``N`` of a run's inputs: every N-th input, starting with the I-th.
+
+    The inputs are ordered by their path below ``root`` (as bytes, so locale and file system
+    order do not matter), so independent processes given the same folder agree on the split
+    however they spell it; taking every N-th spreads large and small scans over the parts.
+    The parts are disjoint and together hold every input once.
+    """
+    index, count = part
+    root = Path(root)
+
+    def key(item: tuple[Path, Path | None]) -> bytes:
+        src = item[0]
+        try:
+            rel = src.relative_to(root) if root.is_dir() else Path(src.name)
+        except ValueError:
+            rel = src
+        return os.fsencode(str(rel))
+
+    return sorted(items, key=key)[index - 1::count]
+
+
+_PART_TABLE = re.compile(r"results\.part([1-9][0-9]*)\.csv")
+
+
+def part_tables(out_dir: str | Path) -> dict[int, Path]:
+    """The part tables (``results.partI.csv``) in an output folder, by part number."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return {}
+    found = {}
+    for p in out_dir.iterdir():
+        m = _PART_TABLE.fullmatch(p.name)
+        if m and p.is_file():
+            found[int(m.group(1))] = p
+    return dict(sorted(found.items()))
+
+
+def merge_parts(inputs: str | Path, output: str | Path,
+                items: Sequence[tuple[Path, Path | None]] | None = None) -> list[dict[str, str]]:
+    """Combine the part tables of a split run (``--part I/N``) into one ``results.csv``.
+
+    Rows come in the order one plain run writes them. ``results.csv`` is written atomically
+    (with the parts' provenance as ``results.csv.json``); only then are the part tables and
+    their ``.json`` removed. Returns the rows.
+
+    Raises
+    ------
+    ValueError
+        No part tables; a part is missing (named, with the command that makes it); two parts
+        list the same input (both named: parts of different splits); or the parts do not
+        cover exactly the inputs (some named). Nothing is written or removed then.
+    """
+    root, out_dir = Path(inputs), Path(output)
+    tables = part_tables(out_dir)
+    if not tables:
+        raise ValueError(f"{out_dir}: no part tables (results.partI.csv) to merge; run "
+                         "'brainseg segment IN OUT --part I/N' for every part first")
+    items = list(items) if items is not None else list_inputs(root, exclude=out_dir)
+    records: dict[int, dict[str, Any]] = {}
+    for i, path in tables.items():
+        try:
+            data = json.loads(path.with_name(path.name + SIDECAR_SUFFIX).read_text("utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("part"), dict):
+            records[i] = data
+    counts = sorted({int(r["part"].get("of", 0)) for r in records.values()})
+    if len(counts) > 1:
+        raise ValueError(f"{out_dir}: the part tables come from different splits (N = "
+                         f"{', '.join(map(str, counts))}); delete the stale results.part*.csv "
+                         "files and run the parts of one split again")
+    if counts:
+        n = max(counts[0], max(tables))
+        missing = [i for i in range(1, n + 1) if i not in tables]
+        if missing:
+            names = ", ".join(f"{i}/{n}" for i in missing)
+            raise ValueError(f"{out_dir}: part{'s' if len(missing) > 1 else ''} {names} "
+                             f"missing (no results.part{missing[0]}.csv); run 'brainseg "
+                             f"segment {root} {out_dir} --part {missing[0]}/{n}' (and any other "
+                             "missing part) with the same options, then merge again")
+    rows: dict[str, dict[str, str]] = {}
+    where: dict[str, int] = {}
+    for i, path in tables.items():
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                name = row.get("file", "")
+                if name in where:
+                    raise ValueError(f"{out_dir}: {name} is in both results.part{where[name]}"
+                                     f".csv and results.part{i}.csv, so the parts overlap "
+                                     "(runs with different N?); delete the stale part tables "
+                                     "and run the parts of one split again")
+                rows[name], where[name] = row, i
+    order = [_text(src) for src, _ in items]
+    absent = [name for name in order if name not in rows]
+    extra = [name for name in rows if name not in set(order)]
+    if absent or extra:
+        def few(names: list[str]) -> str:
+            return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3
+                                           else "")
+        problem = (f"{len(absent)} input(s) are in no part table ({few(absent)})" if absent
+                   else "")
+        if extra:
+            problem += ("; " if problem else "") + (
+                f"the part tables list {len(extra)} file(s) that are not inputs of {root} "
+                f"({few(extra)}; were the parts run on another folder or spelling of it?)")
+        raise ValueError(f"{out_dir}: cannot merge: {problem}. Run the missing parts, or "
+                         "delete the results.part*.csv files and segment again")
+    merged = [rows[name] for name in order]
+    _write_rows(out_dir / "results.csv", merged)
+    if records:
+        rec = dict(next(iter(records.values())))
+        rec.pop("part", None)
+        _write_provenance(out_dir / f"results.csv{SIDECAR_SUFFIX}", rec)
+    for path in tables.values():
+        for p in (path, path.with_name(path.name + SIDECAR_SUFFIX)):
+            p.unlink(missing_ok=True)
+    return merged
+
+
+def run_record(predictor: Predictor | None, **options: Any) -> dict[str, Any]:
+    """The provenance record of a batch run (see :mod:`.provenance`): version, model, options."""
+    opts = {k: (asdict(v) if is_dataclass(v) and not isinstance(v, type) else v)
+            for k, v in options.items()}
+    if hasattr(predictor, "record"):
+        return predictor.record(**opts)  # type: ignore[union-attr]
+    return provenance.record(options=opts)
+
+
+def _write_provenance(path: Path, rec: dict[str, Any]) -> None:
+    """Write a provenance file unless a user's file has that name (then say so, once)."""
+    try:
+        if provenance.write_json(path, rec) is None:
+            log.warning("%s exists and was not written by napari-brainseg; left as it is, so "
+                        "this run's provenance is not recorded there", path)
+    except OSError as exc:  # a full disk must not stop the batch (results.csv says more)
+        log.info("%s not written: %s", path, exc.strerror or exc)
 
 
 def _try_write_csv(path: Path, results: Sequence[FileResult]) -> None:
@@ -359,6 +563,8 @@ def _try_write_csv(path: Path, results: Sequence[FileResult]) -> None:
 def _segment_series(src: Path, dest: Path, images: list[Volume], predictor: Predictor,
                     skull_strip: bool | None, overlays: bool, out_dir: Path, overwrite: bool,
                     axis: int, on_slices: Callable[[int, int], None] | None = None,
+                    uncertainty: UncertaintyOptions | None = None,
+                    rec: dict[str, Any] | None = None,
                     ) -> Generator[FileResult, None, None]:
     """Segment every series of a multi-series input: ``NAME_seriesK_tumour.nii.gz`` each."""
     head, tail = dest.name.rsplit("_tumour", 1)
@@ -374,7 +580,7 @@ def _segment_series(src: Path, dest: Path, images: list[Volume], predictor: Pred
             else:
                 overlay = overlay_path_for(d, out_dir) if overlays else None
                 res, save = _segment_loaded(src, d, [image], None, predictor, skull_strip,
-                                            overlay, axis, t0, on_slices)
+                                            overlay, axis, t0, on_slices, uncertainty, rec)
                 save()
         except (ValueError, OSError, RuntimeError, MemoryError) as exc:
             res = FileResult(src, "failed", None, seconds=time.perf_counter() - t0,
@@ -407,8 +613,14 @@ def _ground_truth(truth: Path | None, src: Path) -> tuple[np.ndarray | None, str
 def _segment_loaded(src: Path, dest: Path, vols: list[Volume], gt: np.ndarray | None,
                     predictor: Predictor, skull_strip: bool | None, overlay: Path | None,
                     axis: int, t0: float, on_slices: Callable[[int, int], None] | None = None,
+                    uncertainty: UncertaintyOptions | None = None,
+                    rec: dict[str, Any] | None = None,
                     ) -> tuple[FileResult, Callable[[], None]]:
-    """Segment one read input; return its result and the function that writes its outputs."""
+    """Segment one read input; return its result and the function that writes its outputs.
+
+    With ``rec`` (a provenance record) the mask carries it: a NIfTI header's ``descrip`` holds
+    its short form, and ``MASK.json`` beside the mask the whole record.
+    """
     image = _scan_of(vols, src)
     # Refuse before the model allocates its copies, with advice, rather than die of memory.
     check_memory(image.data.size, SEGMENT_BYTES_PER_VOXEL, src, what="segmenting",
@@ -425,6 +637,24 @@ def _segment_loaded(src: Path, dest: Path, vols: list[Volume], gt: np.ndarray | 
         if on_slices is not None:
             on_slices(done, total)
     mask, n, size, unit = res.mask, res.voxels, res.size_mm, res.unit
+    u_score = u_slice = None
+    if uncertainty is not None:
+        from .uncertainty import iter_uncertainty
+
+        u_steps = iter_uncertainty(predictor, image.data, image.spacing,
+                                   brain_mask=res.brain, axis=axis, options=uncertainty,
+                                   geometry_known=image.has_geometry)
+        while True:
+            try:
+                d, n_u = next(u_steps)
+            except StopIteration as stop:
+                u = stop.value
+                break
+            if on_slices is not None:
+                on_slices(total + d, total + n_u)
+        u_score = u.score
+        ranked = u.ranked_slices()
+        u_slice = ranked[0] if ranked and image.data.ndim == 3 else None
     if gt is None and len(vols) > 1 and vols[1].kind == "labels":
         gt = vols[1].data  # figshare .mat carries its mask
     dice = counts = None
@@ -441,12 +671,15 @@ def _segment_loaded(src: Path, dest: Path, vols: list[Volume], gt: np.ndarray | 
         note = f"{warning}; {note}" if note else warning
 
     def save() -> None:
-        write_labels(dest, mask, like=image, spacing=image.spacing)
+        write_labels(dest, mask, like=image, spacing=image.spacing,
+                     description=provenance.nifti_description(rec) if rec else None)
+        if rec:
+            _write_provenance(provenance.sidecar_path(dest), rec)
         if overlay is not None:
             write_overlay(overlay, image.data, [(mask, RED)])
 
     return FileResult(src, "ok", dest, n, size, unit, time.perf_counter() - t0, note, dice,
-                      counts), save
+                      counts, u_score, u_slice), save
 
 
 def summarise(results: Sequence[FileResult]) -> dict[str, Any]:

@@ -71,12 +71,16 @@ __all__ = [
 
 
 def write_labels(path: Path, labels: np.ndarray, like: Volume | Mapping[str, Any] | None = None,
-                 spacing: Sequence[float] | None = None) -> Path:
-    """Write labels in the format named by ``path``'s suffix (NIfTI keeps the scan's affine)."""
+                 spacing: Sequence[float] | None = None,
+                 description: str | bytes | None = None) -> Path:
+    """Write labels in the format named by ``path``'s suffix (NIfTI keeps the scan's affine).
+
+    ``description`` goes into a NIfTI header's 80-byte ``descrip`` (other formats have none).
+    """
     path = Path(path)
     suffix = suffix_of(path)
     if suffix in NIFTI_SUFFIXES:
-        return write_nifti(path, labels, like=like, spacing=spacing)
+        return write_nifti(path, labels, like=like, spacing=spacing, description=description)
     if suffix in (".png", ".tif", ".tiff", ".bmp"):
         return write_raster(path, labels)
     raise ValueError(

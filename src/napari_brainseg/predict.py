@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +26,7 @@ import torch
 from scipy import ndimage as ndi
 from torch.nn import functional as F  # noqa: N812
 
+from .inference import Backend, OnnxBackend, backend_choice, onnx_available
 from .model import Checkpoint, UNet, load_checkpoint
 from .preprocess import contrast_warning, estimate_pixel_mm, normalise
 from .progress import drain
@@ -145,13 +146,37 @@ class Predictor:
     options : SegmentOptions, optional
     device : str
         ``auto`` (CUDA, MPS, CPU), ``cpu``, ``cuda`` or ``mps``.
+    backend : {"auto", "torch", "onnx"}
+        How the network runs on a CPU (:mod:`napari_brainseg.inference`). ``auto`` (default):
+        ONNX Runtime once the model's export is ready (built in the background on first use,
+        PyTorch until then); ``torch``: eager PyTorch always; ``onnx``: wait for the export.
+        The environment variable ``BRAINSEG_BACKEND=torch`` overrides ``auto``. GPUs, and
+        dropout sampling (MC dropout), always run PyTorch.
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        ``auto``: on CUDA, mixed precision (autocast to bf16 where the GPU supports it, else
+        fp16; probabilities are computed in float32); elsewhere fp32. CPUs without bf16
+        hardware run bf16 many times slower than fp32: ``bf16`` there is for tests.
     """
 
     def __init__(self, model: UNet, normalisation: dict[str, Any] | None = None,
-                 options: SegmentOptions | None = None, device: str = "auto") -> None:
+                 options: SegmentOptions | None = None, device: str = "auto",
+                 backend: Backend = "auto",
+                 precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto") -> None:
         from .train import pick_device
 
+        if precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be 'auto', 'fp32', 'bf16' or 'fp16', got "
+                             f"{precision!r}")
         self.device = pick_device(device)  # type: ignore[arg-type]
+        self.backend = backend_choice(backend)
+        if precision == "auto":
+            precision = "fp32"
+            if self.device.type == "cuda":
+                precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        #: Autocast dtype of the forward pass (None: fp32).
+        self.autocast: torch.dtype | None = {"fp32": None, "bf16": torch.bfloat16,
+                                             "fp16": torch.float16}[precision]
+        self._onnx: OnnxBackend | None = None
         self.model = model.eval().to(self.device).to(memory_format=torch.channels_last)
         self.normalisation = normalisation
         self.options = options or SegmentOptions()
@@ -163,10 +188,25 @@ class Predictor:
         #: is below this multiple of the white matter's (the brain's 80th percentile) does not
         #: enhance and is dropped (needs a brain mask). None: no such check.
         self.min_enhancement: float | None = None
+        #: The checkpoint file loaded (None for a model built in memory), and how the user named
+        #: it (``demo`` for the built-in model): recorded with every output (see :meth:`record`).
+        self.model_path: Path | None = None
+        self.model_label: str | None = None
+
+    def record(self, **options: Any) -> dict[str, Any]:
+        """The provenance record of this predictor's outputs (see :mod:`.provenance`).
+
+        Package version, the model file's name and SHA-256, the :class:`SegmentOptions` and any
+        further ``options`` of the run (e.g. skull strip, axis); never input paths.
+        """
+        from .provenance import record
+
+        return record(self.model_path, {**asdict(self.options), **options},
+                      model_label=self.model_label)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path = "demo", options: SegmentOptions | None = None,
-                        device: str = "auto") -> Predictor:
+                        device: str = "auto", backend: Backend = "auto") -> Predictor:
         """Load a checkpoint file, or ``"demo"`` / ``"builtin"`` for the built-in model."""
         builtin = str(path) in BUILTIN_NAMES
         p = BUILTIN_MODEL if builtin else Path(path)
@@ -176,8 +216,10 @@ class Predictor:
                 "scripts/train_tumour_model.py"
             )
         ck = load_checkpoint(p)
-        pred = cls(ck.model, ck.normalisation, options, device)
+        pred = cls(ck.model, ck.normalisation, options, device, backend)
         pred.checkpoint = ck
+        pred.model_path = p
+        pred.model_label = "demo" if builtin else None
         pixel_mm = ck.training.get("pixel_mm")
         pred.pixel_mm = float(pixel_mm) if isinstance(pixel_mm, (int, float)) else None
         ratio = ck.training.get("min_enhancement")
@@ -185,14 +227,54 @@ class Predictor:
         return pred
 
     # -- probabilities
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
-        """Sigmoid of the model on ``(N, 1, H, W)`` in channels-last.
+    def prepare(self, wait: bool = False) -> None:
+        """Start building the ONNX Runtime session (CPU, backend not ``torch``) in the background.
 
-        On a CPU one slice per forward pass: with glibc's allocator a batch of 8 large
-        activations is mapped and unmapped on every call and runs 1.5x slower per slice than
-        batch 1 (benchmarks/segment.py); a GPU gets the whole batch.
+        Called by the first forward pass anyway; a caller may call it early (e.g. when a model
+        is picked) so that the first segmentation already runs ONNX Runtime. ``wait`` blocks
+        until the session is ready or has failed (then PyTorch is used).
         """
+        if self.device.type != "cpu" or self.backend == "torch" or self.autocast is not None:
+            return
+        if self._onnx is None:
+            if not onnx_available():
+                if self.backend == "onnx":
+                    log.warning("onnxruntime is not installed; segmenting with PyTorch")
+                self.backend = "torch"
+                return
+            self._onnx = OnnxBackend(self.model, wait=wait)
+        elif wait:
+            self._onnx._start(wait=True)  # noqa: SLF001 (joins the running export)
+
+    def _onnx_run(self, x: torch.Tensor) -> torch.Tensor | None:
+        """ONNX Runtime's probabilities, or None where PyTorch must run."""
+        if self.device.type != "cpu" or self.backend == "torch" or self.autocast is not None:
+            return None
+        if any(m.training for m in self.model.modules()):  # dropout sampling: PyTorch only
+            return None
+        if self._onnx is None:
+            self.prepare(wait=self.backend == "onnx")
+            if self._onnx is None:
+                return None
+        return self._onnx.run(x)
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        """Sigmoid of the model on ``(N, 1, H, W)``.
+
+        On a CPU, ONNX Runtime once ready (see ``backend``), else PyTorch in channels-last
+        with one slice per forward pass: with glibc's allocator a batch of 8 large activations
+        is mapped and unmapped on every call and runs 1.5x slower per slice than batch 1
+        (benchmarks/segment.py). A GPU gets the whole batch, in mixed precision (``precision``);
+        the probabilities are float32 whatever ran.
+        """
+        prob = self._onnx_run(x)
+        if prob is not None:
+            return prob
         x = x.contiguous(memory_format=torch.channels_last)
+        if self.autocast is not None:
+            with torch.autocast(self.device.type, dtype=self.autocast):
+                logits = self.model(x)
+            return torch.sigmoid(logits.float())
         if self.device.type != "cpu" or x.shape[0] == 1:
             return torch.sigmoid(self.model(x))
         return torch.cat([torch.sigmoid(self.model(x[i:i + 1])) for i in range(x.shape[0])])

@@ -224,7 +224,8 @@ def _geometry(header: Any, shape: Sequence[int], path: Path,
 
 
 def write_nifti(path: Path, labels: np.ndarray, like: Volume | Mapping[str, Any] | None = None,
-                spacing: Sequence[float] | None = None) -> Path:
+                spacing: Sequence[float] | None = None,
+                description: str | bytes | None = None) -> Path:
     """Write a label array as NIfTI on the source scan's own voxel grid, atomically.
 
     Parameters
@@ -238,10 +239,13 @@ def write_nifti(path: Path, labels: np.ndarray, like: Volume | Mapping[str, Any]
         affine, so the mask overlays the scan in any other viewer.
     spacing : sequence of float, optional
         Voxel size used when ``like`` carries no geometry.
+    description : str or bytes, optional
+        The header's ``descrip`` (ASCII, cut to its 80 bytes), e.g. where the mask came from
+        (:func:`napari_brainseg.provenance.nifti_description`).
     """
     labels = np.asarray(labels)
     out_dtype = label_dtype(labels, LABEL_DTYPES, Path(path).name)
-    return _write_nifti_array(path, labels, out_dtype, like, spacing)
+    return _write_nifti_array(path, labels, out_dtype, like, spacing, description)
 
 
 def write_image(path: Path, image: np.ndarray, like: Volume | Mapping[str, Any] | None = None,
@@ -260,7 +264,8 @@ def write_image(path: Path, image: np.ndarray, like: Volume | Mapping[str, Any] 
 
 def _write_nifti_array(path: Path, labels: np.ndarray, out_dtype: type,
                        like: Volume | Mapping[str, Any] | None,
-                       spacing: Sequence[float] | None) -> Path:
+                       spacing: Sequence[float] | None,
+                       description: str | bytes | None = None) -> Path:
     import nibabel as nib
 
     meta = like.metadata if isinstance(like, Volume) else (like or {})
@@ -282,6 +287,10 @@ def _write_nifti_array(path: Path, labels: np.ndarray, out_dtype: type,
         else:
             affine = np.diag([*reversed(sp), *([1.0] * (4 - labels.ndim))])
     img = nib.Nifti1Image(arr, affine)
+    if description:
+        text = description.encode("ascii", "replace") if isinstance(description, str) \
+            else bytes(description)
+        img.header["descrip"] = text[:80]
     transforms = native.get("transforms") if native else None
     if transforms:
         # The scan's own qform and sform, codes included: when they disagree, a viewer that reads
