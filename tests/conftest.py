@@ -1,5 +1,6 @@
 """Shared fixtures: real MRI from ../shared/data and small synthetic files."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,27 @@ def tiny_model(tmp_path_factory) -> Path:
         ph = make_phantom((64, 64), kinds[s % 3], seed=s, skull=False)
         samples.append(Sample(f"p{s}", image=ph.image, mask=ph.tumour))
     out = tmp_path_factory.mktemp("model") / "tiny.pt"
+    # Several pytest processes on one machine (developers running test files side by side)
+    # share one trained copy: keyed by the code that makes it, so a change retrains it.
+    import hashlib
+    import shutil
+    import tempfile
+
+    import napari_brainseg
+
+    src = Path(napari_brainseg.__file__).parent
+    key = hashlib.sha256(Path(__file__).read_bytes())
+    for name in ("train.py", "model.py", "data.py", "losses.py", "preprocess.py",
+                 "synthetic.py"):
+        key.update((src / name).read_bytes())
+    cached = Path(tempfile.gettempdir()) / f"brainseg-tiny-model-{key.hexdigest()[:16]}.pt"
+    if cached.is_file():
+        shutil.copyfile(cached, out)
+        return out
     cfg = TrainConfig(loss=LossConfig("dice+bce"), epochs=40, batch_size=4, lr=3e-3,
                       patch_size=64, augment=False, schedule="none", patience=None)
     train(samples, samples, out, cfg, UNetConfig(base_filters=8, dropout=(0.0,) * 5))
+    tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+    shutil.copyfile(out, tmp)
+    os.replace(tmp, cached)
     return out
