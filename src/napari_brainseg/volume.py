@@ -271,9 +271,13 @@ def check_memory(n_voxels: int, bytes_per_voxel: float, path: Path, what: str = 
     if need > cap:
         raise ReadError(
             f"{path.name}: {what} this image ({n_voxels:,} voxels) needs about "
-            f"{need / 2**30:.1f} GiB of memory, more than the {cap / 2**30:.1f} GiB {where}. "
+            f"{_memory(need)} of memory, more than the {_memory(cap)} {where}. "
             "Crop or downsample it first, or use a machine with more memory."
         )
+
+
+def _memory(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 def _check_size(shape: Sequence[int], path: Path, itemsize: int = 1) -> None:

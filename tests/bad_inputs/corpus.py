@@ -452,6 +452,8 @@ def _no_pwned(c: Ctx) -> None:
 
 
 def _fail_writes(c: Ctx, err: int, text: str) -> None:
+    import napari_brainseg.batch  # noqa: F401  (bound to the real writer before the patch)
+
     def fail(path, write):
         raise OSError(err, text, str(path))
 
@@ -745,6 +747,240 @@ CASES += [
          check=lambda c: _no_path(c.d / "tumour.png")),
     Case("sample-data-bad-size", "--size 12x", "sample-data",
          lambda c: [str(c.d / "sd"), "--size", "12x"], 2, "--size must look like"),
+]
+
+
+# --------------------------------------------------------------------------- crafted checkpoints,
+# options out of range, unwritable outputs, resumes (issue 15)
+
+
+def _crafted(name: str, edit: Callable[[dict], Any], legacy: bool = False) -> Callable[[Ctx], Path]:
+    """A checkpoint built from the real one with ``edit(payload)`` applied."""
+    def build(c: Ctx) -> Path:
+        import torch
+
+        payload = _payload(c.model)
+        edit(payload)
+        kw = {"_use_new_zipfile_serialization": False} if legacy else {}
+        torch.save(payload, c.d / name, **kw)
+        return c.d / name
+    return build
+
+
+def _nan_weights(payload: dict) -> None:
+    next(iter(payload["state_dict"].values()))[:] = float("nan")
+
+
+def _legacy_pickle(payload: dict) -> None:
+    payload["x"] = _Evil()
+
+
+def _folder_with_model(builder: Callable[[Ctx], Path]) -> Callable[[Ctx], list[str]]:
+    """Segment a folder of 3 scans: a model problem must be said once, not once per scan."""
+    return lambda c: [str(_pairs(c.d)), str(c.out()), "--model", str(builder(c)), "-q"]
+
+
+TINY_TRAIN = ("--epochs", "1", "--batch-size", "2", "--patch-size", "32", "--base-filters", "2",
+              "--val-split", "0.34")
+
+
+def _trained(c: Ctx, name: str = "run.pt") -> Path:
+    """A real one-epoch run (``name`` and its ``.last.pt``) on a tiny pairs folder."""
+    from napari_brainseg.cli import main
+
+    out = c.d / name
+    assert main(["train", str(_pairs(c.d)), "--out", str(out), "-q", *TINY_TRAIN]) == 0
+    return out
+
+
+def _resume_with(edit: Callable[[dict], Any]) -> Callable[[Ctx], list[str]]:
+    """Resume a real run whose ``.last.pt`` was edited with ``edit(payload)``."""
+    def make(c: Ctx) -> list[str]:
+        import torch
+
+        out = _trained(c)
+        last = c.d / "run.last.pt"
+        payload = torch.load(last, weights_only=True)
+        edit(payload)
+        torch.save(payload, last)
+        return [str(c.d / "pairs"), "--out", str(out), "--resume", str(last), "-q",
+                *TINY_TRAIN[:1], "3", *TINY_TRAIN[2:]]
+    return make
+
+
+def _drop_resume_keys(payload: dict) -> None:
+    payload["resume"] = {"epoch": 1}
+
+
+def _bad_history(payload: dict) -> None:
+    payload["resume"]["history"] = [{"epoch": "one"}]
+
+
+def _string_loss(payload: dict) -> None:
+    payload["training"]["loss"] = "dice"
+
+
+def _huge_patch(payload: dict) -> None:
+    payload["training"]["patch_size"] = 10**6
+
+
+def _resume_finished_new_out(c: Ctx) -> list[str]:
+    _trained(c)
+    return [str(c.d / "pairs"), "--out", str(c.d / "other.pt"), "--resume",
+            str(c.d / "run.last.pt"), "-q", *TINY_TRAIN]
+
+
+def _resume_finished(c: Ctx) -> list[str]:
+    out = _trained(c)
+    return [str(c.d / "pairs"), "--out", str(out), "--resume", str(c.d / "run.last.pt"), "-q",
+            *TINY_TRAIN]
+
+
+def _no_other_model(c: Ctx) -> None:
+    assert not (c.d / "other.pt").exists() and not (c.d / "other.last.pt").exists()
+
+
+def _out_is_folder(c: Ctx) -> list[str]:
+    (c.d / "models").mkdir()
+    (c.d / "models" / "keep.txt").write_text("user file")
+    return [str(_pairs(c.d)), "--out", str(c.d / "models"), "-q", "--overwrite", *TINY_TRAIN]
+
+
+def _folder_kept(c: Ctx) -> None:
+    assert [p.name for p in (c.d / "models").iterdir()] == ["keep.txt"]
+
+
+def _empty_masks(c: Ctx) -> list[str]:
+    folder = _pairs(c.d)
+    for m in (folder / "masks").iterdir():
+        iio.imwrite(m, np.zeros((64, 64), np.uint8))
+    return [str(folder), "--out", str(c.d / "model.pt"), "-q", *TINY_TRAIN]
+
+
+def _csv_full_disk(c: Ctx) -> list[str]:
+    from napari_brainseg import batch
+
+    real = batch.atomic_write
+
+    def write(path, fn):
+        if Path(path).name == "results.csv":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, fn)
+
+    c.monkeypatch.setattr(batch, "atomic_write", write)
+    return [str(_pairs(c.d)), str(c.out()), "--model", str(c.model), "-q"]
+
+
+def _masks_written(c: Ctx) -> None:
+    assert len(list((c.d / "out" / "images").glob("*_tumour.png"))) == 3
+    assert not (c.d / "out" / "results.csv").exists()
+
+
+def _unwritable_output(c: Ctx) -> list[str]:
+    # Simulated (tests may run as root, for whom chmod does not stop writes); tests/test_faults.py
+    # runs the real thing as an unprivileged user where it can.
+    import types
+
+    from napari_brainseg import batch
+
+    def refuse(*a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    c.monkeypatch.setattr(batch, "tempfile", types.SimpleNamespace(mkstemp=refuse))
+    return [str(_pairs(c.d)), str(c.out()), "--model", str(c.model), "-q"]
+
+
+def _nothing_written(c: Ctx) -> None:
+    assert [p.name for p in (c.d / "out").iterdir()] == ["keep.txt"]
+
+
+def _corrupt_study(c: Ctx) -> list[str]:
+    (c.d / "study").mkdir()
+    (c.d / "study" / "config.json").write_text('{"losses": ["bce"')
+    folder = _pairs(c.d, n=8)
+    images = sorted(p.name for p in (folder / "images").iterdir())
+    groups = c.d / "groups.csv"  # 4 patients of 2 slices: no warning about the grouping
+    groups.write_text("file,patient\n" + "".join(f"{n},P{k // 2}\n" for k, n in enumerate(images)))
+    return [str(folder), "--out", str(c.d / "study"), "--quick", "--folds", "2", "--groups",
+            str(groups), "-q"]
+
+
+def _study_config_kept(c: Ctx) -> None:
+    assert (c.d / "study" / "config.json").read_text() == '{"losses": ["bce"'
+
+
+def _skull_option(*option: str) -> Callable[[Ctx], list[str]]:
+    return lambda c: [str(_png(c.d / "head.png")), str(c.out() / "mask.nii.gz"), "--method",
+                      "classical", *option, "-q"]
+
+
+CASES += [
+    Case("checkpoint-wide-config", "checkpoint: config says base_filters=384 beside small "
+         "weights (would build a 4.6 GB model)", "segment",
+         _with_model(_crafted("wide.pt", lambda p: p["config"].update(base_filters=384))), 2,
+         "wide.pt: the weights do not fit .*needs shape", check=_no_pwned),
+    Case("checkpoint-normalisation-not-dict", "checkpoint: normalisation is a string",
+         "segment", _with_model(_crafted("norm.pt", lambda p: p.update(normalisation="zscore"))),
+         2, "norm.pt: the checkpoint's 'normalisation' is not a dict", check=_no_pwned),
+    Case("checkpoint-bad-normalisation", "checkpoint: unknown normalisation, on a folder of 3 "
+         "scans (said once, about the model)", "segment",
+         _folder_with_model(_crafted("norm.pt", lambda p: p.update(
+             normalisation={"method": "magic"}))), 2,
+         "norm.pt: the checkpoint's intensity normalisation is unusable", check=_no_pwned),
+    Case("checkpoint-metrics-not-dict", "checkpoint: metrics is a number", "segment",
+         _with_model(_crafted("metrics.pt", lambda p: p.update(metrics=5))), 2,
+         "metrics.pt: the checkpoint's 'metrics' is not a dict", check=_no_pwned),
+    Case("checkpoint-schema-string", "checkpoint: schema \"1\" (a string)", "segment",
+         _with_model(_crafted("schema.pt", lambda p: p.update(schema="1"))), 2,
+         "schema '1' is not a schema version", check=_no_pwned),
+    Case("checkpoint-legacy-pickle", "checkpoint: torch's legacy (non-zip) format holding code",
+         "segment", _with_model(_crafted("legacy.pt", _legacy_pickle, legacy=True)), 2,
+         "legacy.pt: refused: the file holds Python objects", check=_no_pwned),
+    Case("checkpoint-nan-weights", "checkpoint: NaN weights (would report every scan ok, 0 mm²)",
+         "segment", _with_model(_crafted("nan.pt", _nan_weights)), 2,
+         "nan.pt: the weights hold NaN or infinite values", check=_no_pwned),
+    Case("train-resume-missing-keys", "train --resume: resume state without its keys", "train",
+         _resume_with(_drop_resume_keys), 2, "run.last.pt: the resume state is unusable"),
+    Case("train-resume-bad-history", "train --resume: a history of the wrong shape", "train",
+         _resume_with(_bad_history), 2, "run.last.pt: the resume state is unusable .*history"),
+    Case("train-resume-string-loss", "train --resume: the loss stored as a string", "train",
+         _resume_with(_string_loss), 2, "run.last.pt: the resume state is unusable .*training"),
+    Case("train-resume-huge-patch", "train --resume: patch size 1,000,000 stored", "train",
+         _resume_with(_huge_patch), 2, "patch_size must be between 16 and 2048"),
+    Case("train-resume-finished-new-out", "train --resume of a finished run with a new --out",
+         "train", _resume_finished_new_out, 2, "continues the run whose model is run.pt",
+         check=_no_other_model),
+    Case("train-resume-finished", "train --resume of a run that finished its --epochs", "train",
+         _resume_finished, 2, "already finished 1 epoch .* --epochs 11"),
+    Case("train-out-is-folder", "train --out naming an existing folder (even with --overwrite)",
+         "train", _out_is_folder, 2, "models: is a folder; the model path names a file",
+         check=_folder_kept),
+    Case("train-all-empty-masks", "training masks that are all empty", "train", _empty_masks, 0,
+         "every training mask is empty"),
+    Case("segment-results-csv-full-disk", "disk full while writing results.csv (simulated)",
+         "segment", _csv_full_disk, 1, "results.csv: not written \\(No space left on device",
+         check=_masks_written),
+    Case("segment-unwritable-output-folder", "output folder not writable (simulated EACCES), "
+         "3 scans: said once, up front", "segment", _unwritable_output, 2,
+         "out: cannot write there \\(Permission denied\\)", check=_nothing_written),
+    Case("study-corrupt-config-json", "study folder whose config.json is damaged", "study",
+         _corrupt_study, 1, "study/config.json: not readable JSON", check=_study_config_kept),
+    Case("skull-strip-erode-nan", "skull-strip --erode-mm nan", "skull-strip",
+         _skull_option("--erode-mm", "nan"), 2, "--erode-mm must be between 0 and 50 mm",
+         check=_kept),
+    Case("skull-strip-erode-huge", "skull-strip --erode-mm 1e9", "skull-strip",
+         _skull_option("--erode-mm", "1e9"), 2, "--erode-mm must be between 0 and 50 mm",
+         check=_kept),
+    Case("segment-min-area-inf", "segment --min-area inf", "segment",
+         _segment(lambda d: _png(d / "scan.png"), "--min-area", "inf"), 2,
+         "--min-area must be between 0 and 10000 mm²",
+         check=_no_pwned),
+    Case("train-lr-nan", "train --lr nan", "train", _train_args(_pairs, "--lr", "nan"), 2,
+         "--lr must be above 0 and at most 1", check=_no_model),
+    Case("study-patch-size-huge", "study --patch-size 100000", "study",
+         lambda c: [str(_pairs(c.d)), "--out", str(c.d / "study"), "--patch-size", "100000",
+                    "-q"], 2, "--patch-size must be between 16 and 2048 pixels",
+         check=_no_study),
 ]
 
 
