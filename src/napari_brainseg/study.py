@@ -279,7 +279,7 @@ def iter_study(samples: Sequence[Sample], out_dir: str | Path,
     cfg_dict = json.loads(json.dumps(cfg.to_dict()))
     cfg_json = json.dumps(cfg_dict, indent=2, sort_keys=True)
     old = out / "config.json"
-    if old.exists() and json.loads(old.read_text()) != cfg_dict:
+    if old.exists() and _saved_config(old) != cfg_dict:
         raise ValueError(f"{out} holds a study with another configuration; use a new folder")
     store = tuning.storage_for(storage, out)
     if tuning.claim(store, "config"):
@@ -354,6 +354,17 @@ def iter_study(samples: Sequence[Sample], out_dir: str | Path,
             _fetch_cell(store, f"fold{p.fold}-{_slug(loss)}",
                         out / "cells" / f"fold{p.fold}_{_slug(loss)}.json")
     return write_report(out, cfg)
+
+
+def _saved_config(path: Path) -> Any:
+    """The configuration a study folder was started with (its ``config.json``)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(
+            f"{path}: not readable JSON ({exc}); it records the settings this study folder was "
+            "run with. Restore it, or start the study in a new --out folder"
+        ) from exc
 
 
 def _fetch_cell(store: Any, name: str, cell_file: Path) -> bool:

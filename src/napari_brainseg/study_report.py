@@ -43,9 +43,31 @@ class StudyResult:
 REPORT_SCORES = ["precision", "recall", "f1", "accuracy", "iou", "specificity"]
 
 
+#: Keys every finished cell file holds (what the report reads).
+CELL_KEYS = ("fold", "loss", "alpha", "epochs", "n_test", "pooled", "per_image", "test_indices")
+
+
 def load_cells(out_dir: str | Path) -> list[dict[str, Any]]:
-    """All finished cells of a study folder."""
-    return [json.loads(p.read_text()) for p in sorted(Path(out_dir, "cells").glob("*.json"))]
+    """All finished cells of a study folder.
+
+    Raises
+    ------
+    ValueError
+        A cell file that is not a cell (damaged, edited), naming it and how to recompute it.
+    """
+    return [_load_cell(p) for p in sorted(Path(out_dir, "cells").glob("*.json"))]
+
+
+def _load_cell(path: Path) -> dict[str, Any]:
+    try:
+        cell = json.loads(path.read_text(encoding="utf-8"))
+        missing = [k for k in CELL_KEYS if k not in cell] if isinstance(cell, dict) else ["all"]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path}: not a finished study cell ({exc}); delete it and run the "
+                         "study again to recompute that cell") from exc
+    return cell
 
 
 def per_fold_rows(cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
