@@ -128,7 +128,11 @@ class TrainConfig:
         """Inverse of :meth:`to_dict`."""
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in known}  # checkpoints add run facts (n_train...)
-        d["loss"] = LossConfig(**d.get("loss", {}))
+        loss = d.get("loss", {})
+        if not isinstance(loss, dict):
+            raise ValueError(f"the loss is stored as {type(loss).__name__} {loss!r:.30}, not as "
+                             "its settings (a dict with name, alpha, gamma...)")
+        d["loss"] = LossConfig(**loss)
         return cls(**d)
 
 
@@ -311,7 +315,7 @@ def _resume_state(ck: Checkpoint, name: str, cfg: TrainConfig) -> _ResumeState:
     if not isinstance(history_raw, list) or len(history_raw) > epoch or not all(
             isinstance(h, dict) and sorted(h) == sorted(names)
             and all(isinstance(v, int | float) for v in h.values()) for h in history_raw):
-        raise bad(f"the history should list up to {epoch} epochs of {', '.join(names)}")
+        raise bad(f"the history is not a list of epoch records ({', '.join(names)})")
     scheduler = r.get("scheduler")
     if scheduler is not None and not isinstance(scheduler, dict):
         raise bad("the scheduler state is not a dict")
