@@ -172,6 +172,17 @@ def test_ctrl_c_advises_resume_only_when_an_epoch_was_saved(tmp_path, capsys, mo
         assert "--resume" not in err and "nothing was saved" in err
 
 
+def test_every_numeric_option_has_bounds():
+    import argparse
+
+    from napari_brainseg.cli import RANGES, build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    unbounded = [f"{cmd} --{a.dest}" for cmd, p in sub.choices.items() for a in p._actions
+                 if a.type in (int, float) and not a.choices and a.dest not in RANGES.get(cmd, {})]
+    assert unbounded == [], "add these options to cli.RANGES"
+
+
 def test_option_bounds_match_the_core():
     from napari_brainseg.cli import RANGES
     from napari_brainseg.skullstrip import MAX_MM
