@@ -71,7 +71,8 @@ RANGES: dict[str, dict[str, Bounds]] = {
               "patch_size": PATCH, "patience": Bounds(0, 10_000), "base_filters": WIDTH,
               "seed": SEED},
     "segment": {"threshold": Bounds(0, 1, open_low=True, open_high=True),
-                "min_area": Bounds(0, 10_000, "mm²"), "batch_size": BATCH},
+                "min_area": Bounds(0, 10_000, "mm²"), "batch_size": BATCH,
+                "uncertainty_passes": Bounds(2, 64)},  # tta allows 4 at most: uncertainty.py
     "study": {"folds": Bounds(2, 50), "epochs": EPOCHS, "trials": Bounds(1, 1000),
               "batch_size": BATCH, "lr": LR, "patch_size": PATCH, "base_filters": WIDTH,
               "seed": SEED},
@@ -348,6 +349,10 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         check_output_folder,
         iter_segment_folder,
         list_inputs,
+        parse_part,
+        part_tables,
+        results_csv_name,
+        select_part,
         summarise,
         write_results_csv,
     )
@@ -357,6 +362,16 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from .volume import suffix_of
 
     out = Path(args.output)
+    try:
+        part = parse_part(args.part) if args.part is not None else None
+    except ValueError as exc:
+        _err(str(exc))
+        return 2
+    if part is not None and args.merge:
+        _err("--merge combines the parts' tables after all --part runs: give one or the other")
+        return 2
+    if args.merge or (part is None and part_tables(out)):
+        return _merge_parts(args)
     if out.exists() and not out.is_dir():
         _err(f"{out}: is a file; OUTPUT must be a folder (masks and results.csv go inside it)")
         return 2
@@ -369,8 +384,16 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                               min_area_mm2=args.min_area, keep=args.keep,
                               batch_size=args.batch_size)
         predictor = Predictor.from_checkpoint(args.model, opts, device=args.device)
+        u_opts = None
+        if args.uncertainty:
+            from .uncertainty import UncertaintyOptions
+
+            u_opts = UncertaintyOptions(args.uncertainty, args.uncertainty_passes or
+                                        (4 if args.uncertainty == "tta" else 8))
         items = list_inputs(args.input, exclude=args.output)  # paired once, used by the run
         n_inputs = len(items)
+        if part is not None:  # the bar counts this part's files
+            n_part = len(select_part(items, Path(args.input), part))
     except (CheckpointError, ValueError, ReadError, FileNotFoundError) as exc:
         _err(str(exc))
         return 2
@@ -383,6 +406,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         _err(str(exc))
         return 2
     results = []
+    if part is not None:
+        n_inputs = n_part
     with tqdm(total=n_inputs, desc="segment", unit="file", disable=args.quiet) as bar, \
             tqdm(desc="slices", unit="slice", leave=False, disable=args.quiet) as slice_bar:
 
@@ -395,7 +420,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         gen = iter_segment_folder(args.input, args.output, predictor,
                                   skull_strip=args.skull_strip, overwrite=args.overwrite,
                                   overlays=args.overlays, axis=args.axis, items=items,
-                                  on_slices=on_slices)
+                                  on_slices=on_slices, uncertainty=u_opts, part=part)
         for r in gen:
             results.append(r)
             bar.update(1)
@@ -405,14 +430,27 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                 name = r.source.name
                 note = r.error if r.error.startswith(f"{name}:") else f"{name}: {r.error}"
                 tqdm.write(f"brainseg: warning: {note}", file=sys.stderr)
+    if part is not None and not results:  # more parts than scans: its empty table is written
+        print(f"part {part[0]}/{part[1]}: no inputs fall in this part; table: "
+              f"{out / results_csv_name(part)}")
+        return 0
     width = max(len(str(r.source)) for r in results)
-    print(f"{'file':{width}s}  status   tumour          Dice   seconds")
-    for r in results:
+    rows = results
+    if u_opts is not None:  # review order: the least certain first
+        rows = sorted(results, key=lambda r: -1.0 if r.uncertainty is None else r.uncertainty,
+                      reverse=True)
+    u_head = "  uncertainty (slice)" if u_opts is not None else ""
+    print(f"{'file':{width}s}  status   tumour          Dice   seconds{u_head}")
+    for r in rows:
         size = f"{r.size_mm:9.1f} {r.unit}" if r.status != "failed" else " " * 13
         dice = f"{r.dice:.3f}" if r.dice is not None else "  -  "
-        print(f"{str(r.source):{width}s}  {r.status:7s}  {size}  {dice}  {r.seconds:7.2f}")
+        u = ""
+        if r.uncertainty is not None:
+            where = "" if r.uncertain_slice is None else f" ({r.uncertain_slice})"
+            u = f"  {r.uncertainty:9.1f} {r.unit}{where}"
+        print(f"{str(r.source):{width}s}  {r.status:7s}  {size}  {dice}  {r.seconds:7.2f}{u}")
     s = summarise(results)
-    table = out / "results.csv"
+    table = out / results_csv_name(part)
     try:  # the batch updates it as it goes; this final write also says if that failed
         write_results_csv(table, results)
     except OSError as exc:
@@ -431,6 +469,27 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     if table_error:
         _err(table_error)
     return 1 if s["failed"] or table_error else 0
+
+
+def _merge_parts(args: argparse.Namespace) -> int:
+    """``segment --merge`` (or a plain run finding part tables): one results.csv from the parts."""
+    from .batch import merge_parts, part_tables
+    from .io import ReadError
+
+    out = Path(args.output)
+    n_parts = len(part_tables(out))
+    try:
+        rows = merge_parts(args.input, out)
+    except (ValueError, ReadError, OSError) as exc:
+        found = "" if args.merge else (f"{out} holds the tables of a split run (--part), so this "
+                                       "run merges them first: ")
+        _err(f"{found}{exc}")
+        return 2
+    counts = {s: sum(r.get("status") == s for r in rows) for s in ("ok", "skipped", "failed")}
+    print(f"merged {n_parts} part tables into {out / 'results.csv'}: {counts['ok']} segmented, "
+          f"{counts['skipped']} skipped, {counts['failed']} failed (no scan segmented by this "
+          "command; run it again to segment, e.g. with --overwrite)")
+    return 1 if counts["failed"] else 0
 
 
 # --------------------------------------------------------------------------- study
@@ -637,6 +696,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "volumes yes, single 2D slices no; --no-skull-strip for volumes that "
                         "are already stripped)")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x slower)")
+    p.add_argument("--uncertainty", nargs="?", const="tta", choices=["tta", "mc-dropout"],
+                   help="also score each file's uncertainty (uncertain mm³/mm² and the most "
+                        "uncertain slice, in results.csv) to review the least certain first: "
+                        "tta = 4 flips (default when given), mc-dropout = dropout samples; "
+                        "costs that many extra model passes (default off)")
+    p.add_argument("--uncertainty-passes", type=int, default=None,
+                   help="passes for --uncertainty (tta 2-4, default 4; mc-dropout 2-64, "
+                        "default 8)")
     p.add_argument("--threshold", type=float, default=0.5,
                    help="tumour probability above which a pixel is tumour (default 0.5)")
     p.add_argument("--min-area", type=float, default=10.0,
@@ -649,6 +716,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="slices per forward pass (default 8; a CPU runs one at a time)")
     p.add_argument("--overlays", action="store_true", help="also write OUTPUT/overlays/*.png")
     p.add_argument("--overwrite", action="store_true", help="redo files already segmented")
+    p.add_argument("--part", default=None, metavar="I/N",
+                   help="segment only part I of N of the inputs (a fixed split by path, the "
+                        "same in every process: run I = 1..N as N jobs, e.g. a SLURM array), "
+                        "writing OUTPUT/results.partI.csv; combine with --merge")
+    p.add_argument("--merge", action="store_true",
+                   help="combine the parts' results.partI.csv into OUTPUT/results.csv (a plain "
+                        "run that finds part tables does the same); refuses when a part is "
+                        "missing or two overlap")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                    help="where to run the model (default auto: CUDA, then MPS, then CPU)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

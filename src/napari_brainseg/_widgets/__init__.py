@@ -4,10 +4,11 @@ Numerics live in the core; a widget here only wires layers, parameters, a progre
 cancel button to a core generator (see shared/STYLE.md, "Long work").
 """
 
+from .correct import FinetuneWidget
 from .panel import BrainSegPanel
 from .segment import DEMO_CHOICE, FILE_CHOICE, BatchSegmentWidget, SegmentWidget
 from .skullstrip import SkullStripWidget
 from .train import RECENT_MODELS, LossPlot, TrainWidget
 
 __all__ = ["DEMO_CHOICE", "FILE_CHOICE", "RECENT_MODELS", "BatchSegmentWidget", "BrainSegPanel",
-           "LossPlot", "SegmentWidget", "SkullStripWidget", "TrainWidget"]
+           "FinetuneWidget", "LossPlot", "SegmentWidget", "SkullStripWidget", "TrainWidget"]

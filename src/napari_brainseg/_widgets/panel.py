@@ -4,9 +4,10 @@ from typing import Any
 
 import napari
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFrame, QScrollArea, QTabWidget, QWidget
+from qtpy.QtWidgets import QFrame, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
 from ._base import _StopWhenClosed
+from .correct import FinetuneWidget
 from .segment import BatchSegmentWidget, SegmentWidget
 from .skullstrip import SkullStripWidget
 from .train import TrainWidget
@@ -39,11 +40,18 @@ class BrainSegPanel(QTabWidget):
         self.viewer = viewer
         self.skull_strip = SkullStripWidget(viewer)
         self.segment = SegmentWidget(viewer)
+        self.finetune = FinetuneWidget(viewer)
         self.train = TrainWidget(viewer)
         self.batch = BatchSegmentWidget(viewer)
-        for title, widget in (("Skull strip", self.skull_strip), ("Segment", self.segment),
-                              ("Correct && train", self.train), ("Batch", self.batch)):
-            self.addTab(_scrolled(widget.native), title)
+        correct = QWidget()  # the quick path (fine-tune on corrections) above full training
+        box = QVBoxLayout(correct)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.addWidget(self.finetune.native)
+        box.addWidget(self.train.native)
+        for title, native in (("Skull strip", self.skull_strip.native),
+                              ("Segment", self.segment.native), ("Correct && train", correct),
+                              ("Batch", self.batch.native)):
+            self.addTab(_scrolled(native), title)
         self.setCurrentIndex(1)  # segmenting is what most people come for
         # The tabs' own close watch sees no Close or un-parenting when the dock closes the
         # panel, so the panel watches for them.
@@ -52,8 +60,8 @@ class BrainSegPanel(QTabWidget):
 
     @property
     def widgets(self) -> list[Any]:
-        """The four tab widgets (magicgui containers), in tab order."""
-        return [self.skull_strip, self.segment, self.train, self.batch]
+        """The tab widgets (magicgui containers), in tab order."""
+        return [self.skull_strip, self.segment, self.finetune, self.train, self.batch]
 
     def sizeHint(self) -> Any:  # noqa: N802 (Qt's name)
         """Qt's hint, never taller than :data:`MAX_PANEL_HEIGHT` (the tabs scroll)."""

@@ -48,6 +48,12 @@ class _ModelPicker(Container):
         from magicgui.widgets import FileEdit
 
         self.choice = ComboBox(choices=_model_choices, label="model")
+        # Long model paths (fine-tuned versions) must not widen the panel past the screen.
+        from qtpy.QtWidgets import QComboBox
+
+        self.choice.native.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.choice.native.setMinimumContentsLength(24)
         self.file = FileEdit(mode="r", filter="*.pt", label="checkpoint")
         super().__init__(widgets=[self.choice, self.file], labels=True)
 
@@ -98,9 +104,14 @@ class SegmentWidget(_WorkerWidget):
         self.skull = ComboBox(choices=list(SKULL_CHOICES), value=next(iter(SKULL_CHOICES)),
                               label="skull strip first")
         self.show_prob = CheckBox(value=False, text="also add the probability map")
+        self.uncertain = CheckBox(value=False, text="uncertainty (4 flips, ~4x slower)")
+        self.uncertain.tooltip = ("score how sure the model is on every pixel and slice, to "
+                                  "review the least certain slices first")
         self.lesions = LesionTable(viewer)
+        self.review = UncertainSlices(viewer)
         self.extend([self.image, self.brain, self.model, *_option_widgets(self), self.axis,
-                     self.skull, self.show_prob, *self._controls(), self.lesions])
+                     self.skull, self.show_prob, self.uncertain, *self._controls(),
+                     self.review, self.lesions])
 
     def _segment_job(self) -> Any:
         from napari_brainseg.predict import Predictor, iter_segment_scan
@@ -125,6 +136,8 @@ class SegmentWidget(_WorkerWidget):
         axis = int(self.axis.value)
         keep_prob = bool(self.show_prob.value)
         skull = SKULL_CHOICES[self.skull.value]
+        want_uncertainty = bool(self.uncertain.value)
+        model_path = self.model.path()
         name, meta, full_scale = layer.name, dict(layer.metadata), layer.scale
         affine = meta.get("affine")
         affine = np.asarray(affine) if affine is not None else None
@@ -135,19 +148,36 @@ class SegmentWidget(_WorkerWidget):
             result = yield from iter_segment_scan(
                 predictor, data, scale, affine=affine, geometry_known=affine is not None,
                 brain_mask=brain, skull_strip=skull, axis=axis, keep_probability=True)
-            return result, lesion_table(result.mask, scale, result.probability)
+            unc = None
+            if want_uncertainty:
+                from napari_brainseg.uncertainty import iter_uncertainty
+
+                unc = yield from iter_uncertainty(
+                    predictor, data, scale, axis=axis, geometry_known=affine is not None,
+                    brain_mask=brain if brain is not None else result.brain)
+            return result, lesion_table(result.mask, scale, result.probability), unc
 
         def done(out: Any) -> None:
             if out is None:
                 return
-            result, lesions = out
+            result, lesions, unc = out
+            # What the model said, kept beside the layer: the slices the user then changes
+            # are the corrections (Correct & train > Fine-tune on corrected slices).
+            pred_meta = {**meta, PREDICTION_KEY: result.mask.copy(), "brainseg_axis": axis,
+                         "brainseg_model": model_path}
             layer = self.viewer.add_labels(result.mask, name=f"{name} tumour",
-                                           scale=full_scale, metadata=meta, opacity=0.6,
+                                           scale=full_scale, metadata=pred_meta, opacity=0.6,
                                            colormap=prediction_colormap())
             if result.brain is not None:
                 self.viewer.add_labels(result.brain.astype(np.uint8), name=f"{name} brain",
                                        scale=full_scale, metadata=meta, opacity=0.25,
                                        visible=False)
+            if unc is not None:
+                self.viewer.add_image(unc.map.astype(np.float32), name=f"{name} uncertainty",
+                                      scale=full_scale, colormap="inferno",
+                                      blending="additive", contrast_limits=(0, 1),
+                                      visible=False)
+            self.review.show(unc, layer, axis)
             show_largest_lesion(self.viewer, layer, result.mask)
             self.lesions.show(lesions, layer)
             if result.warning:
@@ -164,6 +194,90 @@ class SegmentWidget(_WorkerWidget):
                                  f"{result.voxels:,} voxels{where}")
 
         return job(), done
+
+
+#: Layer metadata key holding the model's own mask, to tell corrected slices from the rest.
+PREDICTION_KEY = "brainseg_prediction"
+
+
+def go_to_slice(viewer: napari.viewer.Viewer, layer: Labels, axis: int, index: int) -> None:
+    """Move the viewer's slider for ``layer``'s ``axis`` to slice ``index``."""
+    lead = viewer.dims.ndim - layer.data.ndim
+    world = index * layer.scale[axis] + layer.translate[axis]
+    viewer.dims.set_point(lead + axis, world)
+
+
+class UncertainSlices(Container):
+    """Review in order: previous / next most uncertain slice, and which slices were corrected.
+
+    A slice counts as corrected once its labels differ from what the model predicted
+    (:func:`napari_brainseg.correction.corrected_slices`).
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        from magicgui.widgets import Label, PushButton
+
+        self.viewer = viewer
+        self.ranked: list[int] = []
+        self.pos = -1
+        self.layer: Labels | None = None
+        self.axis = 0
+        self.prev_button = PushButton(text="< previous", enabled=False)
+        self.next_button = PushButton(text="most uncertain next >", enabled=False)
+        self.info = Label(value="")
+        self.prev_button.changed.connect(lambda *_: self.step(-1))
+        self.next_button.changed.connect(lambda *_: self.step(1))
+        buttons = Container(widgets=[self.prev_button, self.next_button], layout="horizontal",
+                            labels=False)
+        buttons.margins = (0, 0, 0, 0)
+        super().__init__(widgets=[buttons, self.info], labels=False)
+        self.margins = (0, 0, 0, 0)
+        viewer.dims.events.current_step.connect(self._update_info)
+
+    def show(self, unc: Any, layer: Labels, axis: int) -> None:
+        """Rank the slices of ``layer`` by the uncertainty result ``unc`` (None: no ranking)."""
+        self.layer, self.axis, self.pos = layer, axis, -1
+        self.ranked = unc.ranked_slices() if unc is not None and layer.data.ndim == 3 else []
+        enabled = bool(self.ranked)
+        self.prev_button.enabled = self.next_button.enabled = enabled
+        layer.events.paint.connect(self._update_info)
+        self._update_info()
+
+    def corrected(self) -> list[int]:
+        """Slices of the layer whose labels differ from the model's prediction."""
+        from napari_brainseg.correction import corrected_slices
+
+        if self.layer is None or PREDICTION_KEY not in self.layer.metadata:
+            return []
+        return corrected_slices(self.layer.metadata[PREDICTION_KEY], self.layer.data,
+                                self.axis)
+
+    def step(self, direction: int) -> None:
+        """Go to the next (``+1``) or previous (``-1``) slice in uncertainty order."""
+        if not self.ranked or self.layer is None or self.layer not in self.viewer.layers:
+            return
+        self.pos = int(np.clip(self.pos + direction, 0, len(self.ranked) - 1))
+        go_to_slice(self.viewer, self.layer, self.axis, self.ranked[self.pos])
+        self.viewer.layers.selection.active = self.layer
+        self._update_info()
+
+    def _update_info(self, *_: Any) -> None:
+        if self.layer is None or self.layer not in self.viewer.layers:
+            self.info.value = ""
+            return
+        fixed = self.corrected()
+        text = f"corrected slices: {len(fixed)}"
+        if self.layer.data.ndim == 3:
+            lead = self.viewer.dims.ndim - self.layer.data.ndim
+            here = int(self.viewer.dims.current_step[lead + self.axis])
+            if self.ranked and here in self.ranked:
+                text = (f"slice {here}: uncertainty rank {self.ranked.index(here) + 1}"
+                        f"/{len(self.ranked)}; " + text)
+            if here in fixed:
+                text += f" (slice {here} corrected)"
+        elif fixed:
+            text = "this slice is corrected"
+        self.info.value = text
 
 
 #: Lesion table columns: number, volume or area, longest diameter (mm), mean tumour
