@@ -149,6 +149,10 @@ def test_bad_uncertainty_passes_is_a_usage_error(tiny_model, tmp_path, capsys):
 
     iio.imwrite(img, (make_phantom((48, 48), "glioma", seed=1).image * 200).astype(np.uint8))
     code = main(["segment", str(img), str(tmp_path / "o"), "--model", str(tiny_model), "-q",
+                 "--uncertainty", "tta", "--uncertainty-passes", "8"])
+    assert code == 2
+    assert "tta needs 2-4 passes" in capsys.readouterr().err  # there are only 4 flips
+    code = main(["segment", str(img), str(tmp_path / "o"), "--model", str(tiny_model), "-q",
                  "--uncertainty", "mc-dropout", "--uncertainty-passes", "100"])
     assert code == 2
-    assert "2-64 passes" in capsys.readouterr().err
+    assert "--uncertainty-passes must be between 2 and 64" in capsys.readouterr().err
