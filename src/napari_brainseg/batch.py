@@ -19,13 +19,14 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from scipy import ndimage as ndi
 
+from . import provenance
 from .formats.dicom import is_dicom_file
 from .io import (
     DICOM_SUFFIXES,
@@ -41,9 +42,11 @@ from .io import (
 )
 from .metrics import Counts, confusion, scores
 from .predict import Predictor, iter_segment_scan, tumour_size
+from .provenance import SIDECAR_SUFFIX
 from .volume import SEGMENT_BYTES_PER_VOXEL, check_memory, list_files
 
-SIDECAR_SUFFIX = ".json"
+if TYPE_CHECKING:
+    from .uncertainty import UncertaintyOptions
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,10 @@ class FileResult:
     error: str = ""
     dice: float | None = None
     counts: Counts | None = field(default=None, repr=False)
+    #: Uncertain volume (mm³) or area (mm²) when uncertainty was asked for
+    #: (:mod:`napari_brainseg.uncertainty`), and the most uncertain slice's index.
+    uncertainty: float | None = None
+    uncertain_slice: int | None = None
 
     def row(self) -> dict[str, Any]:
         r"""One results.csv row (file names that are not UTF-8 are written with \x escapes)."""
@@ -75,6 +82,9 @@ class FileResult:
             "tumour_volume_mm3": f"{self.size_mm:.2f}" if self.unit == "mm3" else "",
             "seconds": f"{self.seconds:.3f}",
             "dice_vs_mask": "" if self.dice is None else f"{self.dice:.4f}",
+            "uncertainty": "" if self.uncertainty is None else f"{self.uncertainty:.2f}",
+            "most_uncertain_slice": "" if self.uncertain_slice is None
+            else self.uncertain_slice,
             "error": _text(self.error),
         }
 
@@ -91,7 +101,8 @@ def _text(value: str | Path) -> str:
 
 
 CSV_FIELDS = ["file", "status", "output", "tumour_voxels", "tumour_area_mm2",
-              "tumour_volume_mm3", "seconds", "dice_vs_mask", "error"]
+              "tumour_volume_mm3", "seconds", "dice_vs_mask", "uncertainty",
+              "most_uncertain_slice", "error"]
 
 
 def list_inputs(path: str | Path,
@@ -281,6 +292,7 @@ def iter_segment_folder(
     axis: int = 0,
     items: Sequence[tuple[Path, Path | None]] | None = None,
     on_slices: Callable[[int, int], None] | None = None,
+    uncertainty: UncertaintyOptions | None = None,
     part: tuple[int, int] | None = None,
 ) -> Generator[FileResult, None, list[FileResult]]:
     """Segment every scan of a file or folder, yielding one :class:`FileResult` per file.
@@ -300,6 +312,10 @@ def iter_segment_folder(
     ``items`` are the inputs as :func:`list_inputs` gave them, when the caller listed them
     already (to count them): a folder is then paired once, not twice.
 
+    With ``uncertainty`` (see :mod:`napari_brainseg.uncertainty`) each file also gets its
+    uncertainty score and most uncertain slice in ``results.csv``, at the cost of that many
+    extra model passes per slice.
+
     ``part=(I, N)`` segments only part I of N of the inputs (:func:`select_part`: the same split
     in every process) and keeps its table in ``results.partI.csv``; :func:`merge_parts`
     combines the parts' tables into ``results.csv``. Output names are chosen from *all* the
@@ -309,9 +325,11 @@ def iter_segment_folder(
     out_dir = Path(output)
     check_output_folder(out_dir)
     items = list(items) if items is not None else list_inputs(root, exclude=out_dir)
+    rec = run_record(predictor, skull_strip=skull_strip, axis=axis, uncertainty=uncertainty)
     table = out_dir / results_csv_name(part)
-    if part is not None:
-        _write_part_record(table, part)
+    _write_provenance(table.with_name(table.name + SIDECAR_SUFFIX),
+                      rec if part is None else {**rec, "part": {"index": part[0],
+                                                                "of": part[1]}})
     results: list[FileResult] = []
     csv_at = 0.0
     dests = output_paths([src for src, _ in items], root, out_dir)
@@ -335,7 +353,8 @@ def iter_segment_folder(
                 images = [v for v in vols if v.kind == "image"]
                 if len(images) > 1:  # a DICOM folder with several series: each one
                     done = list(_segment_series(src, dest, images, predictor, skull_strip,
-                                                overlays, out_dir, overwrite, axis, on_slices))
+                                                overlays, out_dir, overwrite, axis, on_slices,
+                                                uncertainty, rec))
                     for r in done[:-1]:
                         results.append(r)
                         yield r
@@ -343,7 +362,7 @@ def iter_segment_folder(
                 else:
                     gt, gt_note = _ground_truth(truth, src)
                     res, save = _segment_loaded(src, dest, vols, gt, predictor, skull_strip,
-                                                overlay, axis, t0, on_slices)
+                                                overlay, axis, t0, on_slices, uncertainty, rec)
                     if gt_note:
                         res = replace(res, error=f"{gt_note}; {res.error}" if res.error
                                       else gt_note)
@@ -500,20 +519,33 @@ def merge_parts(inputs: str | Path, output: str | Path,
                          "delete the results.part*.csv files and segment again")
     merged = [rows[name] for name in order]
     _write_rows(out_dir / "results.csv", merged)
+    if records:
+        rec = dict(next(iter(records.values())))
+        rec.pop("part", None)
+        _write_provenance(out_dir / f"results.csv{SIDECAR_SUFFIX}", rec)
     for path in tables.values():
         for p in (path, path.with_name(path.name + SIDECAR_SUFFIX)):
             p.unlink(missing_ok=True)
     return merged
 
 
-def _write_part_record(table: Path, part: tuple[int, int]) -> None:
-    """``results.partI.csv.json``: which split the part belongs to (read by :func:`merge_parts`)."""
-    text = json.dumps({"software": "napari-brainseg", "part": {"index": part[0], "of": part[1]}})
+def run_record(predictor: Predictor | None, **options: Any) -> dict[str, Any]:
+    """The provenance record of a batch run (see :mod:`.provenance`): version, model, options."""
+    opts = {k: (asdict(v) if is_dataclass(v) and not isinstance(v, type) else v)
+            for k, v in options.items()}
+    if hasattr(predictor, "record"):
+        return predictor.record(**opts)  # type: ignore[union-attr]
+    return provenance.record(options=opts)
+
+
+def _write_provenance(path: Path, rec: dict[str, Any]) -> None:
+    """Write a provenance file unless a user's file has that name (then say so, once)."""
     try:
-        atomic_write(table.with_name(table.name + SIDECAR_SUFFIX),
-                     lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    except OSError as exc:  # merge_parts then checks the rows alone
-        log.info("%s not written: %s", table, exc.strerror or exc)
+        if provenance.write_json(path, rec) is None:
+            log.warning("%s exists and was not written by napari-brainseg; left as it is, so "
+                        "this run's provenance is not recorded there", path)
+    except OSError as exc:  # a full disk must not stop the batch (results.csv says more)
+        log.info("%s not written: %s", path, exc.strerror or exc)
 
 
 def _try_write_csv(path: Path, results: Sequence[FileResult]) -> None:
@@ -531,6 +563,8 @@ def _try_write_csv(path: Path, results: Sequence[FileResult]) -> None:
 def _segment_series(src: Path, dest: Path, images: list[Volume], predictor: Predictor,
                     skull_strip: bool | None, overlays: bool, out_dir: Path, overwrite: bool,
                     axis: int, on_slices: Callable[[int, int], None] | None = None,
+                    uncertainty: UncertaintyOptions | None = None,
+                    rec: dict[str, Any] | None = None,
                     ) -> Generator[FileResult, None, None]:
     """Segment every series of a multi-series input: ``NAME_seriesK_tumour.nii.gz`` each."""
     head, tail = dest.name.rsplit("_tumour", 1)
@@ -546,7 +580,7 @@ def _segment_series(src: Path, dest: Path, images: list[Volume], predictor: Pred
             else:
                 overlay = overlay_path_for(d, out_dir) if overlays else None
                 res, save = _segment_loaded(src, d, [image], None, predictor, skull_strip,
-                                            overlay, axis, t0, on_slices)
+                                            overlay, axis, t0, on_slices, uncertainty, rec)
                 save()
         except (ValueError, OSError, RuntimeError, MemoryError) as exc:
             res = FileResult(src, "failed", None, seconds=time.perf_counter() - t0,
@@ -579,8 +613,14 @@ def _ground_truth(truth: Path | None, src: Path) -> tuple[np.ndarray | None, str
 def _segment_loaded(src: Path, dest: Path, vols: list[Volume], gt: np.ndarray | None,
                     predictor: Predictor, skull_strip: bool | None, overlay: Path | None,
                     axis: int, t0: float, on_slices: Callable[[int, int], None] | None = None,
+                    uncertainty: UncertaintyOptions | None = None,
+                    rec: dict[str, Any] | None = None,
                     ) -> tuple[FileResult, Callable[[], None]]:
-    """Segment one read input; return its result and the function that writes its outputs."""
+    """Segment one read input; return its result and the function that writes its outputs.
+
+    With ``rec`` (a provenance record) the mask carries it: a NIfTI header's ``descrip`` holds
+    its short form, and ``MASK.json`` beside the mask the whole record.
+    """
     image = _scan_of(vols, src)
     # Refuse before the model allocates its copies, with advice, rather than die of memory.
     check_memory(image.data.size, SEGMENT_BYTES_PER_VOXEL, src, what="segmenting",
@@ -597,6 +637,24 @@ def _segment_loaded(src: Path, dest: Path, vols: list[Volume], gt: np.ndarray | 
         if on_slices is not None:
             on_slices(done, total)
     mask, n, size, unit = res.mask, res.voxels, res.size_mm, res.unit
+    u_score = u_slice = None
+    if uncertainty is not None:
+        from .uncertainty import iter_uncertainty
+
+        u_steps = iter_uncertainty(predictor, image.data, image.spacing,
+                                   brain_mask=res.brain, axis=axis, options=uncertainty,
+                                   geometry_known=image.has_geometry)
+        while True:
+            try:
+                d, n_u = next(u_steps)
+            except StopIteration as stop:
+                u = stop.value
+                break
+            if on_slices is not None:
+                on_slices(total + d, total + n_u)
+        u_score = u.score
+        ranked = u.ranked_slices()
+        u_slice = ranked[0] if ranked and image.data.ndim == 3 else None
     if gt is None and len(vols) > 1 and vols[1].kind == "labels":
         gt = vols[1].data  # figshare .mat carries its mask
     dice = counts = None
@@ -613,12 +671,15 @@ def _segment_loaded(src: Path, dest: Path, vols: list[Volume], gt: np.ndarray | 
         note = f"{warning}; {note}" if note else warning
 
     def save() -> None:
-        write_labels(dest, mask, like=image, spacing=image.spacing)
+        write_labels(dest, mask, like=image, spacing=image.spacing,
+                     description=provenance.nifti_description(rec) if rec else None)
+        if rec:
+            _write_provenance(provenance.sidecar_path(dest), rec)
         if overlay is not None:
             write_overlay(overlay, image.data, [(mask, RED)])
 
     return FileResult(src, "ok", dest, n, size, unit, time.perf_counter() - t0, note, dice,
-                      counts), save
+                      counts, u_score, u_slice), save
 
 
 def summarise(results: Sequence[FileResult]) -> dict[str, Any]:

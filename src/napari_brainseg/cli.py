@@ -71,7 +71,8 @@ RANGES: dict[str, dict[str, Bounds]] = {
               "patch_size": PATCH, "patience": Bounds(0, 10_000), "base_filters": WIDTH,
               "seed": SEED},
     "segment": {"threshold": Bounds(0, 1, open_low=True, open_high=True),
-                "min_area": Bounds(0, 10_000, "mm²"), "batch_size": BATCH},
+                "min_area": Bounds(0, 10_000, "mm²"), "batch_size": BATCH,
+                "uncertainty_passes": Bounds(2, 64)},  # tta allows 4 at most: uncertainty.py
     "study": {"folds": Bounds(2, 50), "epochs": EPOCHS, "trials": Bounds(1, 1000),
               "batch_size": BATCH, "lr": LR, "patch_size": PATCH, "base_filters": WIDTH,
               "seed": SEED},
@@ -383,6 +384,12 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                               min_area_mm2=args.min_area, keep=args.keep,
                               batch_size=args.batch_size)
         predictor = Predictor.from_checkpoint(args.model, opts, device=args.device)
+        u_opts = None
+        if args.uncertainty:
+            from .uncertainty import UncertaintyOptions
+
+            u_opts = UncertaintyOptions(args.uncertainty, args.uncertainty_passes or
+                                        (4 if args.uncertainty == "tta" else 8))
         items = list_inputs(args.input, exclude=args.output)  # paired once, used by the run
         n_inputs = len(items)
         if part is not None:  # the bar counts this part's files
@@ -413,7 +420,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         gen = iter_segment_folder(args.input, args.output, predictor,
                                   skull_strip=args.skull_strip, overwrite=args.overwrite,
                                   overlays=args.overlays, axis=args.axis, items=items,
-                                  on_slices=on_slices, part=part)
+                                  on_slices=on_slices, uncertainty=u_opts, part=part)
         for r in gen:
             results.append(r)
             bar.update(1)
@@ -428,11 +435,20 @@ def _cmd_segment(args: argparse.Namespace) -> int:
               f"{out / results_csv_name(part)}")
         return 0
     width = max(len(str(r.source)) for r in results)
-    print(f"{'file':{width}s}  status   tumour          Dice   seconds")
-    for r in results:
+    rows = results
+    if u_opts is not None:  # review order: the least certain first
+        rows = sorted(results, key=lambda r: -1.0 if r.uncertainty is None else r.uncertainty,
+                      reverse=True)
+    u_head = "  uncertainty (slice)" if u_opts is not None else ""
+    print(f"{'file':{width}s}  status   tumour          Dice   seconds{u_head}")
+    for r in rows:
         size = f"{r.size_mm:9.1f} {r.unit}" if r.status != "failed" else " " * 13
         dice = f"{r.dice:.3f}" if r.dice is not None else "  -  "
-        print(f"{str(r.source):{width}s}  {r.status:7s}  {size}  {dice}  {r.seconds:7.2f}")
+        u = ""
+        if r.uncertainty is not None:
+            where = "" if r.uncertain_slice is None else f" ({r.uncertain_slice})"
+            u = f"  {r.uncertainty:9.1f} {r.unit}{where}"
+        print(f"{str(r.source):{width}s}  {r.status:7s}  {size}  {dice}  {r.seconds:7.2f}{u}")
     s = summarise(results)
     table = out / results_csv_name(part)
     try:  # the batch updates it as it goes; this final write also says if that failed
@@ -680,6 +696,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "volumes yes, single 2D slices no; --no-skull-strip for volumes that "
                         "are already stripped)")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x slower)")
+    p.add_argument("--uncertainty", nargs="?", const="tta", choices=["tta", "mc-dropout"],
+                   help="also score each file's uncertainty (uncertain mm³/mm² and the most "
+                        "uncertain slice, in results.csv) to review the least certain first: "
+                        "tta = 4 flips (default when given), mc-dropout = dropout samples; "
+                        "costs that many extra model passes (default off)")
+    p.add_argument("--uncertainty-passes", type=int, default=None,
+                   help="passes for --uncertainty (tta 2-4, default 4; mc-dropout 2-64, "
+                        "default 8)")
     p.add_argument("--threshold", type=float, default=0.5,
                    help="tumour probability above which a pixel is tumour (default 0.5)")
     p.add_argument("--min-area", type=float, default=10.0,
