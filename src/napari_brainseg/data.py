@@ -12,7 +12,7 @@ import logging
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +206,147 @@ def split_samples(samples: Sequence[Sample], val_fraction: float,
     """Split samples into training and validation by group; see :func:`split_indices`."""
     train, val = split_indices([s.group for s in samples], val_fraction, seed)
     return [samples[i] for i in train], [samples[i] for i in val]
+
+
+# --------------------------------------------------------------------------- patients
+
+
+def groups_from_csv(path: str | Path) -> dict[str, str]:
+    """Read a file-to-patient table: a CSV with a header row naming ``file`` and ``patient``.
+
+    ``file`` is an image's file name (``P01_s3.png``) or its path relative to the data folder
+    (``images/P01_s3.png``); ``patient`` any id. Other columns are ignored.
+
+    Raises
+    ------
+    ValueError
+        When the file cannot be read, lacks those columns, or lists one file twice with two
+        patients.
+    """
+    import csv
+
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = {(c or "").strip().lower(): c for c in reader.fieldnames or []}
+            if "file" not in columns or "patient" not in columns:
+                raise ValueError(
+                    f"{path}: the groups CSV needs a header row with the columns 'file' and "
+                    f"'patient' (found {list(reader.fieldnames or [])}); e.g. 'file,patient' "
+                    "then one line per image such as 'P01_s3.png,P01'"
+                )
+            table: dict[str, str] = {}
+            for line, row in enumerate(reader, start=2):
+                key = (row.get(columns["file"]) or "").strip().replace("\\", "/")
+                patient = (row.get(columns["patient"]) or "").strip()
+                if not key and not patient:
+                    continue
+                if not key or not patient:
+                    raise ValueError(f"{path}, line {line}: give both a file and a patient")
+                if table.setdefault(key, patient) != patient:
+                    raise ValueError(f"{path}, line {line}: {key} is listed with two patients "
+                                     f"({table[key]} and {patient}); keep one")
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the groups CSV ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: the groups CSV is not UTF-8 text; save it as CSV") from exc
+    if not table:
+        raise ValueError(f"{path}: the groups CSV lists no files")
+    return table
+
+
+def regroup(samples: Sequence[Sample], root: str | Path, table: dict[str, str] | None = None,
+            pattern: str | None = None) -> list[Sample]:
+    r"""Samples with their patient (``group``) taken from a table or from their file names.
+
+    Parameters
+    ----------
+    samples : sequence of Sample
+        Samples read from files under ``root`` (in-memory samples keep their group).
+    root : path
+        The data folder, for table keys given as relative paths.
+    table : dict, optional
+        File name or relative path -> patient (see :func:`groups_from_csv`). Every file must be
+        listed.
+    pattern : str, optional
+        A regular expression searched in each file name; its first group (or the whole match
+        when it has no group) is the patient, e.g. ``^(P\d+)_`` for ``P01_s3.png``.
+
+    Raises
+    ------
+    ValueError
+        A file the table does not list or the pattern does not match (the first few are
+        named), an invalid pattern, or a table name that fits files in several folders.
+    """
+    import re
+
+    if table is not None and pattern is not None:
+        raise ValueError("give either a groups table or a file-name pattern, not both")
+    if table is None and pattern is None:
+        return list(samples)
+    root = Path(root)
+    regex = None
+    if pattern is not None:
+        try:
+            regex = re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"--group-by {pattern!r} is not a valid regular expression "
+                             f"({exc})") from exc
+    by_name: dict[str, set[Path]] = {}
+    for s in samples:
+        if s.image_path is not None:
+            by_name.setdefault(Path(s.image_path).name, set()).add(Path(s.image_path))
+    out: list[Sample] = []
+    missing: list[str] = []
+    for s in samples:
+        if s.image_path is None:
+            out.append(s)
+            continue
+        path = Path(s.image_path)
+        try:
+            rel = path.relative_to(root).as_posix()
+        except ValueError:
+            rel = path.name
+        group: str | None = None
+        if regex is not None:
+            m = regex.search(path.name)
+            if m is not None:
+                group = m.group(1) if regex.groups else m.group(0)
+        elif table is not None:
+            group = table.get(rel)
+            if group is None and path.name in table:
+                if len(by_name[path.name]) > 1:
+                    raise ValueError(
+                        f"the groups CSV names {path.name}, which fits files in several "
+                        "folders; give paths relative to the data folder instead"
+                    )
+                group = table[path.name]
+        if not group:
+            missing.append(rel)
+            continue
+        out.append(replace(s, group=group))
+    if missing:
+        shown = ", ".join(sorted(set(missing))[:5])
+        more = len(set(missing)) - min(5, len(set(missing)))
+        what = (f"the pattern {pattern!r} does not match (or matches an empty patient in)"
+                if regex is not None else "the groups CSV does not list")
+        raise ValueError(f"{what} {len(set(missing))} file(s): {shown}"
+                         + (f" and {more} more" if more else "")
+                         + "; every file needs its patient")
+    return out
+
+
+def single_slice_groups(samples: Sequence[Sample]) -> bool:
+    """Whether every patient/volume holds exactly one slice (and there are several).
+
+    Then the grouping says nothing: if several files come from one patient, their slices can
+    land in different folds, and per-image statistics treat them as independent.
+    """
+    groups: dict[str, int] = {}
+    for s in samples:
+        groups[s.group] = groups.get(s.group, 0) + 1
+    return len(samples) > 1 and all(n == 1 for n in groups.values())
 
 
 # --------------------------------------------------------------------------- torch datasets

@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from .data import Sample, split_indices
+from . import __version__
+from .data import Sample, single_slice_groups, split_indices
 from .io import atomic_write
 from .losses import LossConfig
 from .metrics import evaluate
@@ -92,6 +93,13 @@ class StudyConfig:
         Training settings (the study: batch 16-20, Adam 1e-3, no augmentation in the CV).
     threshold : float
         Probability threshold for the metrics.
+    grouping : str
+        How slices were grouped into patients, for the record: ``auto`` (figshare ``PID``, else
+        one file or volume per patient), ``csv NAME`` (``--groups``) or ``regex PATTERN``
+        (``--group-by``). The groups themselves are the samples'.
+    folds_file : str or None
+        Name of the fold file (figshare ``cvind.mat``) whose split replaced
+        :func:`make_folds`, for the record; see :func:`folds_from_file`.
     """
 
     losses: list[str] = field(default_factory=lambda: ["bce", "focal", "dice", "tversky"])
@@ -108,6 +116,8 @@ class StudyConfig:
     base_filters: int = 16
     augment: bool = False
     threshold: float = 0.5
+    grouping: str = "auto"
+    folds_file: str | None = None
 
     def __post_init__(self) -> None:
         if self.folds < 2:
@@ -189,6 +199,142 @@ def make_folds(samples: Sequence[Sample], k: int, seed: int = 0) -> list[list[in
     return [sorted(f) for f in folds]
 
 
+#: More fold numbers than any dataset of slices has: a larger ``cvind`` is not read.
+_MAX_FOLD_ENTRIES = 10_000_000
+
+
+def read_fold_file(path: str | Path, variable: str = "cvind") -> np.ndarray:
+    """Read a fold-number vector from a MATLAB file (the figshare set's ``cvind.mat``).
+
+    Row or column vectors are accepted, in MATLAB v5 (scipy.io) or v7.3 (HDF5, via h5py).
+
+    Returns
+    -------
+    np.ndarray
+        ``(N,)`` int64 fold numbers as stored (the figshare set: 1-5), in file-number order.
+
+    Raises
+    ------
+    ValueError
+        When the file cannot be read, lacks ``variable``, or holds something other than a
+        vector of whole numbers.
+    """
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--folds-file {path}: no such file")
+    try:
+        if h5py.is_hdf5(str(path)):
+            with h5py.File(str(path), "r") as f:
+                if variable not in f or not isinstance(f[variable], h5py.Dataset):
+                    raise ValueError(f"{path.name}: no variable '{variable}' (it holds "
+                                     f"{sorted(f.keys())}); the figshare set's cvind.mat "
+                                     f"holds '{variable}'")
+                ds = f[variable]
+                if int(np.prod(ds.shape, dtype=np.int64)) > _MAX_FOLD_ENTRIES:
+                    raise ValueError(f"{path.name}: '{variable}' claims {ds.shape} entries, "
+                                     "more than any set of slices")
+                values = np.array(ds)
+        else:
+            import scipy.io
+
+            try:
+                mat = scipy.io.loadmat(str(path), variable_names=[variable])
+            except Exception as exc:
+                raise ValueError(f"{path.name}: not a readable MATLAB file ({exc})") from exc
+            if variable not in mat:
+                raise ValueError(f"{path.name}: no variable '{variable}'; the figshare set's "
+                                 f"cvind.mat holds '{variable}'")
+            values = np.asarray(mat[variable])
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if values.dtype.kind not in "iuf" or sum(s > 1 for s in values.shape) > 1:
+        raise ValueError(f"{path.name}: '{variable}' must be a row or column vector of fold "
+                         f"numbers, got {values.dtype} of shape {values.shape}")
+    values = values.reshape(-1)
+    if not values.size or not np.all(np.isfinite(values)) or \
+            not np.all(values == np.round(values)):
+        raise ValueError(f"{path.name}: '{variable}' must hold whole fold numbers (1, 2, ...)")
+    return values.astype(np.int64)
+
+
+def folds_from_file(samples: Sequence[Sample], path: str | Path,
+                    variable: str = "cvind") -> list[int]:
+    """The fold of each sample (0-based) from a fold file, for a figshare-style folder.
+
+    Fold file entry ``i`` (1-based) is the fold number of the file ``i.mat``, as in the
+    figshare brain-tumour set, whose ``cvind.mat`` numbers 3,064 slices ``1.mat`` ...
+    ``3064.mat`` into folds 1-5. Fold ``k`` becomes test fold ``k - 1``.
+
+    Raises
+    ------
+    ValueError
+        When a sample's file is not named by a number, when the numbers are not exactly
+        ``1 .. N`` for the file's ``N`` entries (missing or extra files are named), or when the
+        fold numbers are not ``1 .. K`` with every fold used.
+    """
+    path = Path(path)
+    folds = read_fold_file(path, variable)
+    numbers: list[int] = []
+    unnumbered: list[str] = []
+    for s in samples:
+        name = Path(s.image_path).name if s.image_path is not None else None
+        base = name.split(".")[0] if name else ""
+        if not base.isdigit() or s.index is not None:
+            unnumbered.append(name or "an in-memory slice")
+        else:
+            numbers.append(int(base))
+    if unnumbered:
+        raise ValueError(
+            f"--folds-file {path.name} numbers the files 1.mat ... {len(folds)}.mat (the "
+            f"figshare set's names), but the data hold {len(unnumbered)} other slice(s), e.g. "
+            f"{', '.join(sorted(unnumbered)[:3])}; use it with the figshare folder as published"
+        )
+    have = set(numbers)
+    if len(have) != len(numbers):
+        dup = sorted(n for n in have if numbers.count(n) > 1)[:5]
+        raise ValueError(f"the data hold several files numbered {dup} (e.g. 5.mat in two "
+                         "folders); give one figshare folder")
+    want = set(range(1, len(folds) + 1))
+    if have != want:
+        missing = sorted(want - have)
+        extra = sorted(have - want)
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} numbered file(s) it lists are missing or unreadable "
+                         f"({', '.join(f'{n}.mat' for n in missing[:5])}"
+                         f"{', ...' if len(missing) > 5 else ''})")
+        if extra:
+            parts.append(f"{len(extra)} file(s) are beyond its numbering "
+                         f"({', '.join(f'{n}.mat' for n in extra[:5])}"
+                         f"{', ...' if len(extra) > 5 else ''})")
+        raise ValueError(
+            f"--folds-file {path.name} holds {len(folds)} fold numbers but the data hold "
+            f"{len(numbers)} numbered files: {'; '.join(parts)}. The split is only reproduced "
+            "on the complete, unrenamed set"
+        )
+    used = sorted(set(folds.tolist()))
+    if used != list(range(1, len(used) + 1)) or len(used) < 2:
+        raise ValueError(f"{path.name}: fold numbers must be 1 .. K with every fold used and "
+                         f"K >= 2, got {used[:10]}")
+    return [int(folds[n - 1]) - 1 for n in numbers]
+
+
+def split_groups(samples: Sequence[Sample], fold_of: Sequence[int]) -> int:
+    """How many patients/volumes a given fold assignment puts in more than one fold."""
+    seen: dict[str, set[int]] = {}
+    for s, f in zip(samples, fold_of, strict=True):
+        seen.setdefault(s.group, set()).add(int(f))
+    return sum(len(v) > 1 for v in seen.values())
+
+
+def patient_numbers(samples: Sequence[Sample]) -> list[int]:
+    """Each sample's patient as a number (order of first appearance): no identifier leaves."""
+    first: dict[str, int] = {}
+    return [first.setdefault(s.group, len(first)) for s in samples]
+
+
 @dataclass(frozen=True)
 class CellPlan:
     """The data of one (fold, loss) cell: indices for tuning and for the final test."""
@@ -200,9 +346,23 @@ class CellPlan:
     test: list[int]
 
 
-def plan(samples: Sequence[Sample], config: StudyConfig) -> list[CellPlan]:
-    """Outer folds and inner tuning splits (the same for every loss, so losses are paired)."""
-    folds = make_folds(samples, config.folds, config.seed)
+def plan(samples: Sequence[Sample], config: StudyConfig,
+         fold_of: Sequence[int] | None = None) -> list[CellPlan]:
+    """Outer folds and inner tuning splits (the same for every loss, so losses are paired).
+
+    ``fold_of`` gives each sample's test fold (0-based, e.g. from :func:`folds_from_file`)
+    instead of :func:`make_folds`; it must use exactly ``config.folds`` folds.
+    """
+    if fold_of is None:
+        folds = make_folds(samples, config.folds, config.seed)
+    else:
+        if len(fold_of) != len(samples):
+            raise ValueError(f"{len(fold_of)} fold numbers for {len(samples)} samples")
+        k = max(fold_of) + 1 if len(fold_of) else 0
+        if k != config.folds or min(fold_of, default=0) < 0:
+            raise ValueError(f"the fold file holds {k} folds but the study is set to "
+                             f"{config.folds}; leave out --folds (it follows the file)")
+        folds = [[i for i, f in enumerate(fold_of) if f == k_] for k_ in range(k)]
     plans = []
     for f, test in enumerate(folds):
         test_set = set(test)
@@ -263,32 +423,54 @@ def _run_training(train_s: Sequence[Sample], val_s: Sequence[Sample], path: Path
 
 def iter_study(samples: Sequence[Sample], out_dir: str | Path,
                config: StudyConfig | None = None, storage: str | None = None,
-               worker: bool = False) -> Generator[StudyProgress, None, StudyResult]:
+               worker: bool = False, fold_of: Sequence[int] | None = None,
+               ) -> Generator[StudyProgress, None, StudyResult]:
     """Run (or resume, or join) the study; see the module docstring.
 
     ``storage`` is an Optuna RDB URL (default: ``sqlite:///<out_dir>/optuna.db``); processes
     given the same storage share the work (``worker`` marks such a process: its sampler seed is
     made distinct). The report covers the cells finished so far, wherever they ran.
+    ``fold_of`` fixes each sample's test fold (see :func:`plan`).
+
+    ``config.json`` holds the configuration, a fingerprint of the data's partition into
+    patients and folds (``data``: counts and a hash, no identifiers) and ``provenance``
+    (package version, when started); a re-run with other settings or another partition is
+    refused.
     """
-    from . import tuning
+    from . import provenance, tuning
 
     cfg = config or StudyConfig()
     out = Path(out_dir)
     (out / "cells").mkdir(parents=True, exist_ok=True)
     (out / "work").mkdir(parents=True, exist_ok=True)
-    cfg_dict = json.loads(json.dumps(cfg.to_dict()))
-    cfg_json = json.dumps(cfg_dict, indent=2, sort_keys=True)
     old = out / "config.json"
-    if old.exists() and _saved_config(old) != cfg_dict:
-        raise ValueError(f"{out} holds a study with another configuration; use a new folder")
+    saved = _saved_config(old) if old.exists() else None
+    plans = plan(samples, cfg, fold_of)
+    if single_slice_groups(samples):
+        log.warning(
+            "every patient/volume holds a single slice (%d slices, patient = file name): if "
+            "several files come from one patient, give --groups FILE.csv or --group-by REGEX, "
+            "or slices of one patient can land in different folds", len(samples))
+    cfg_dict = json.loads(json.dumps(cfg.to_dict()))
+    cfg_dict["data"] = _data_fingerprint(samples, plans)
+    if saved is not None and not _same_study(saved, cfg_dict):
+        raise ValueError(f"{out} holds a study with another configuration or data; use a new "
+                         "folder")
     store = tuning.storage_for(storage, out)
     if tuning.claim(store, "config"):
         tuning.mark_done(store, "config", cfg_dict)
-    elif tuning.wait_for(lambda: tuning.done_payload(store, "config")) != cfg_dict:
+    elif not _same_study(tuning.wait_for(lambda: tuning.done_payload(store, "config")),
+                         cfg_dict):
         raise ValueError("the Optuna storage holds a study with another configuration; use "
                          "another storage (or database)")
+    prov = provenance.record()
+    if isinstance(saved, dict) and isinstance(saved.get("provenance"), dict):
+        prov = saved["provenance"]  # the run that started the study; later versions are added
+        if prov.get("version") != __version__ and __version__ not in prov.get("resumed_with", []):
+            prov = {**prov, "resumed_with": [*prov.get("resumed_with", []), __version__]}
+    cfg_json = json.dumps({**cfg_dict, "provenance": prov}, indent=2, sort_keys=True)
     atomic_write(old, lambda t: Path(t).write_text(cfg_json))
-    plans = plan(samples, cfg)
+    patient_of = patient_numbers(samples)
     model_cfg = UNetConfig(base_filters=cfg.base_filters)
     cells = len(plans) * len(cfg.losses)
     done = 0
@@ -340,7 +522,9 @@ def iter_study(samples: Sequence[Sample], out_dir: str | Path,
                 "lr": params.get("lr"), "epochs": epochs, "tuning": best["trials"],
                 "n_test": len(p.test), "test_groups": sorted({samples[i].group for i in p.test}),
                 "pooled": ev.pooled, "per_image": ev.per_image,
-                "test_indices": p.test, "seconds": time.perf_counter() - t0,
+                "test_indices": p.test, "test_patients": [patient_of[i] for i in p.test],
+                "model_sha256": provenance.file_sha256(model_path),
+                "seconds": time.perf_counter() - t0,
             }
             _overlay_examples(out / "overlays", p.fold, loss, preds[:2])
             text = json.dumps(cell, indent=1)
@@ -354,6 +538,38 @@ def iter_study(samples: Sequence[Sample], out_dir: str | Path,
             _fetch_cell(store, f"fold{p.fold}-{_slug(loss)}",
                         out / "cells" / f"fold{p.fold}_{_slug(loss)}.json")
     return write_report(out, cfg)
+
+
+def _data_fingerprint(samples: Sequence[Sample], plans: Sequence[CellPlan]) -> dict[str, Any]:
+    """Counts and a hash of the partition into patients and test folds (no identifiers)."""
+    import hashlib
+
+    patients = patient_numbers(samples)
+    fold = [0] * len(samples)
+    for p in plans:
+        for i in p.test:
+            fold[i] = p.fold
+    digest = hashlib.sha256(json.dumps([patients, fold]).encode()).hexdigest()
+    return {"samples": len(samples), "patients": len(set(patients)),
+            "partition_sha256": digest[:16]}
+
+
+def _same_study(saved: Any, current: dict[str, Any]) -> bool:
+    """Whether a saved configuration is the current one (provenance aside).
+
+    Keys added in later versions count at their defaults, and an older study folder that did
+    not record its data partition is compared on its settings only.
+    """
+    if not isinstance(saved, dict):
+        return False
+    defaults = StudyConfig().to_dict()
+    old = {k: v for k, v in saved.items() if k != "provenance"}
+    for key in ("grouping", "folds_file"):
+        old.setdefault(key, defaults[key])
+    new = {k: v for k, v in current.items() if k != "provenance"}
+    if "data" not in old:
+        new.pop("data", None)
+    return old == new
 
 
 def _saved_config(path: Path) -> Any:

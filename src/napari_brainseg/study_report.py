@@ -131,6 +131,57 @@ def paired_tests(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
     return out
 
 
+def min_wilcoxon_p(n: int) -> float:
+    """The smallest two-sided p of an exact Wilcoxon signed-rank test with ``n`` pairs.
+
+    All ``n`` differences of one sign, no ties or zeros: ``2 / 2**n`` (5 pairs: 0.0625; it
+    first drops below 0.05 at 6 pairs). NaN for no pairs.
+    """
+    return math.nan if n < 1 else 2.0 ** (1 - n)
+
+
+def patient_means(image_rows: Sequence[dict[str, Any]], loss: str,
+                  key: str = "f1") -> dict[Any, float]:
+    """Mean per-image score of each patient for one loss (one value per patient).
+
+    Images of one patient are not independent, so paired tests between losses use these.
+    """
+    values: dict[Any, list[float]] = {}
+    for r in image_rows:
+        if r["loss"] == loss:
+            values.setdefault(r["patient"], []).append(float(r[key]))
+    return {p: float(np.mean(v)) for p, v in values.items()}
+
+
+def no_better_than_background(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One sentence per loss whose mean pixel accuracy is at or below the all-background one.
+
+    Predicting no tumour at all already scores the all-background accuracy (about 98-99 % on
+    tumour slices), so a loss at or below it found (almost) no tumour, or marked more false
+    tumour than it found.
+    """
+    notes = []
+    for loss, t in summary_table(rows).items():
+        acc, base = t["accuracy"][0], t["background_accuracy"][0]
+        recall, precision = t["recall"][0], t["precision"][0]
+        if math.isnan(acc) or math.isnan(base) or acc > base:
+            continue
+        folds = sum(1 for r in rows if r["loss"] == loss
+                    and float(r["accuracy"]) <= float(r["background_accuracy"]))
+        n = sum(1 for r in rows if r["loss"] == loss)
+        where = f"in {folds} of {n} folds" if folds < n else "in every fold"
+        if recall < 0.1:
+            what = (f"it predicted (almost) nothing (recall {100 * recall:.2f} %): this run did "
+                    "not learn to mark tumour; more epochs, a Dice-based loss or another alpha "
+                    "may help")
+        else:
+            what = (f"it predicted (almost) nothing right: it marks more false tumour than it "
+                    f"finds (precision {100 * precision:.2f} %, recall {100 * recall:.2f} %)")
+        notes.append(f"{loss}: pixel accuracy {100 * acc:.2f} % is at or below the "
+                     f"all-background baseline {100 * base:.2f} % ({where}); {what}.")
+    return notes
+
+
 def write_report(out_dir: str | Path, config: StudyConfig) -> StudyResult:
     """Write per_fold.csv, per_image.csv, summary.md, comparison.md and box plots."""
     out = Path(out_dir)
@@ -139,9 +190,11 @@ def write_report(out_dir: str | Path, config: StudyConfig) -> StudyResult:
     _write_csv(out / "per_fold.csv", rows)
     image_rows = []
     for c in cells:
-        for idx, r in zip(c["test_indices"], c["per_image"], strict=True):
+        # Older cells did not record patients: each image then counts as its own patient.
+        patients = c.get("test_patients") or [f"image {i}" for i in c["test_indices"]]
+        for idx, patient, r in zip(c["test_indices"], patients, c["per_image"], strict=True):
             image_rows.append({"loss": c["loss"], "fold": c["fold"], "sample": idx,
-                               **{k: r[k] for k in [*SCORES, "hd95"]}})
+                               "patient": patient, **{k: r[k] for k in [*SCORES, "hd95"]}})
     _write_csv(out / "per_image.csv", image_rows)
     table = summary_table(rows)
     summary = out / "summary.md"
@@ -203,8 +256,25 @@ def _summary_md(table: dict[str, dict[str, tuple[float, float]]],
     for loss, p in PUBLISHED.items():
         lines.append(f"| {loss} | {p['precision']} | {p['recall']} | {p['f1']} | "
                      f"{p['accuracy']} |")
+    notes = no_better_than_background(rows)
+    if notes:
+        lines += ["", "**No better than predicting nothing.** Predicting no tumour at all scores "
+                  "the all-background accuracy; these losses did not beat it:", ""]
+        lines += [f"- {n}" for n in notes]
     lines += ["", "Pixel accuracy is dominated by background (see the all-background column).", ""]
+    lines += [f"Patients: {_grouping_words(cfg)}. Folds: "
+              + (f"as given by {cfg.folds_file} (the dataset's own split)." if cfg.folds_file
+                 else "by patient, balanced by tumour type."), ""]
     return "\n".join(lines)
+
+
+def _grouping_words(cfg: StudyConfig) -> str:
+    g = getattr(cfg, "grouping", "auto")
+    if g.startswith("csv "):
+        return f"from the table {g[4:]} (--groups)"
+    if g.startswith("regex "):
+        return f"the first group of {g[6:]!r} in each file name (--group-by)"
+    return "figshare PID when present, else one file or volume each"
 
 
 def _comparison_md(rows: Sequence[dict[str, Any]], image_rows: Sequence[dict[str, Any]],
@@ -213,26 +283,34 @@ def _comparison_md(rows: Sequence[dict[str, Any]], image_rows: Sequence[dict[str
     lines = ["# Paired comparison between losses", "",
              "Wilcoxon signed-rank (two-sided) and paired t-test on Dice; effect sizes: "
              "matched-pairs rank-biserial r and Cohen's d_z.", ""]
-    folds_n = len({r["fold"] for r in rows})
-    if folds_n < 6:
-        lines += [f"**With {folds_n} folds the fold-level Wilcoxon test cannot reach p < 0.05 "
-                  "(its smallest two-sided p with 5 pairs is 0.0625): treat fold-level p-values "
-                  "as descriptive, and prefer the per-image comparison, which has many more "
-                  "pairs (but images of one patient are not independent).**", ""]
-    lines += ["| A vs B | level | n | mean Dice A - B | Wilcoxon p | r | t-test p | d_z |",
-              "|---|---|---|---|---|---|---|---|"]
+    table = []
     for i, a in enumerate(losses):
         for b in losses[i + 1:]:
             fa = {r["fold"]: r["f1"] for r in rows if r["loss"] == a}
             fb = {r["fold"]: r["f1"] for r in rows if r["loss"] == b}
             common = sorted(set(fa) & set(fb))
-            t = paired_tests([fa[f] for f in common], [fb[f] for f in common])
-            lines.append(_test_row(a, b, "folds (pooled Dice)", t))
-            ia = {(r["fold"], r["sample"]): r["f1"] for r in image_rows if r["loss"] == a}
-            ib = {(r["fold"], r["sample"]): r["f1"] for r in image_rows if r["loss"] == b}
-            keys = sorted(set(ia) & set(ib))
-            t = paired_tests([ia[k] for k in keys], [ib[k] for k in keys])
-            lines.append(_test_row(a, b, "images (Dice)", t))
+            table.append((a, b, "folds (pooled Dice)",
+                          paired_tests([fa[f] for f in common], [fb[f] for f in common])))
+            pa, pb = patient_means(image_rows, a), patient_means(image_rows, b)
+            keys = sorted(set(pa) & set(pb), key=str)
+            table.append((a, b, "patients (mean per-image Dice)",
+                          paired_tests([pa[k] for k in keys], [pb[k] for k in keys])))
+    for level, words in (("folds (pooled Dice)", "fold"), ("patients (mean per-image Dice)",
+                                                           "patient")):
+        ns = sorted({int(t["n"]) for _, _, lv, t in table if lv == level})
+        small = [n for n in ns if 0 < n and min_wilcoxon_p(n) >= 0.05]
+        if small:
+            bounds = ", ".join(f"{min_wilcoxon_p(n):.4g} with {n} pair{'s' * (n != 1)}"
+                               for n in small)
+            lines += [f"**With so few {words}s the {words}-level Wilcoxon test cannot reach "
+                      f"p < 0.05: its smallest two-sided p is {bounds}.** Treat those p-values "
+                      "as descriptive.", ""]
+    lines += ["Images of one patient are not independent: the image-level comparison averages "
+              "each patient's per-image Dice first and pairs patients (one value per patient), "
+              "so its p-values are not overstated by counting slices.", ""]
+    lines += ["| A vs B | level | n | mean Dice A - B | Wilcoxon p | r | t-test p | d_z |",
+              "|---|---|---|---|---|---|---|---|"]
+    lines += [_test_row(a, b, level, t) for a, b, level, t in table]
     lines.append("")
     return "\n".join(lines)
 
