@@ -160,8 +160,9 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=80)
     ap.add_argument("--steps", type=int, default=60, help="fine-tuning steps per round")
     ap.add_argument("--plot", type=Path, help="write the Dice curves as a PNG")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (1 on a busy machine)")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     hs = heads()
     results = []
     with tempfile.TemporaryDirectory() as tmp:

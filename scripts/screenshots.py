@@ -104,9 +104,31 @@ def shot_panel(viewer: napari.Viewer) -> None:
     area.ensureWidgetVisible(panel.segment.lesions.native)  # scrolled to the table
 
 
+def shot_review(viewer: napari.Viewer) -> None:
+    from napari_brainseg._widgets import BrainSegPanel
+
+    # The correction loop: segment the real CE-T1 scan with uncertainty, show the uncertainty
+    # map over the scan and go to the most uncertain slice, as a reviewer would.
+    (layer,) = viewer.open(str(REAL / "mrbraintumor1_cet1.nii.gz"), plugin="napari-brainseg")
+    panel = BrainSegPanel(viewer)
+    _dock(viewer, panel, "Brain tumour segmentation")
+    panel.segment.image.value = layer
+    panel.segment.uncertain.value = True
+    _run(panel.segment, 600_000)
+    labels = viewer.layers[f"{layer.name} tumour"]
+    labels.contour = 2
+    labels.opacity = 0.9
+    unc = viewer.layers[f"{layer.name} uncertainty"]
+    unc.visible = True
+    unc.contrast_limits = (0, 0.6)
+    panel.segment.review.next_button.clicked.emit()
+    area = panel.widget(panel.currentIndex())
+    area.ensureWidgetVisible(panel.segment.review.native)
+
+
 SHOTS = {"reader": shot_reader, "skullstrip": shot_skullstrip, "train": shot_train,
-         "segment": shot_segment, "panel": shot_panel}
-SIZES = {"train": (1500, 900), "panel": (1280, 800)}
+         "segment": shot_segment, "panel": shot_panel, "review": shot_review}
+SIZES = {"train": (1500, 900), "panel": (1280, 800), "review": (1280, 800)}
 
 
 def main(names: list[str]) -> None:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -153,9 +154,12 @@ class Predictor:
         The environment variable ``BRAINSEG_BACKEND=torch`` overrides ``auto``. GPUs, and
         dropout sampling (MC dropout), always run PyTorch.
     precision : {"auto", "fp32", "bf16", "fp16"}
-        ``auto``: on CUDA, mixed precision (autocast to bf16 where the GPU supports it, else
-        fp16; probabilities are computed in float32); elsewhere fp32. CPUs without bf16
-        hardware run bf16 many times slower than fp32: ``bf16`` there is for tests.
+        ``auto``: on CUDA, mixed precision (autocast to fp16, the sigmoid in float32; a batch
+        whose logits overflow fp16 is run again in fp32); elsewhere fp32.
+        ``BRAINSEG_PRECISION=fp32`` overrides ``auto``. fp16 keeps 3 more mantissa bits than
+        bf16: with the built-in model on 256 x 256 phantoms fp16 masks equal fp32's and bf16
+        ones differ in 1 pixel in 1,877 (Dice 0.9997); a briefly trained model is less sure
+        at its edges (Dice 0.9987 fp16, 0.989 bf16): choose fp32 where that matters.
     """
 
     def __init__(self, model: UNet, normalisation: dict[str, Any] | None = None,
@@ -170,9 +174,11 @@ class Predictor:
         self.device = pick_device(device)  # type: ignore[arg-type]
         self.backend = backend_choice(backend)
         if precision == "auto":
-            precision = "fp32"
-            if self.device.type == "cuda":
-                precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            env = os.environ.get("BRAINSEG_PRECISION", "").strip().lower()
+            if env in ("fp32", "bf16", "fp16"):
+                precision = env
+            else:
+                precision = "fp16" if self.device.type == "cuda" else "fp32"
         #: Autocast dtype of the forward pass (None: fp32).
         self.autocast: torch.dtype | None = {"fp32": None, "bf16": torch.bfloat16,
                                              "fp16": torch.float16}[precision]
@@ -216,6 +222,11 @@ class Predictor:
                 "scripts/train_tumour_model.py"
             )
         ck = load_checkpoint(p)
+        if ck.training.get("task") == "skull-strip":
+            from .model import CheckpointError
+
+            raise CheckpointError(f"{p.name} is the skull-strip model, not a tumour model; "
+                                  "use --model demo or a checkpoint from brainseg train")
         pred = cls(ck.model, ck.normalisation, options, device, backend)
         pred.checkpoint = ck
         pred.model_path = p
@@ -274,7 +285,10 @@ class Predictor:
         if self.autocast is not None:
             with torch.autocast(self.device.type, dtype=self.autocast):
                 logits = self.model(x)
-            return torch.sigmoid(logits.float())
+            if bool(torch.isfinite(logits).all()):
+                return torch.sigmoid(logits.float())
+            log.info("logits overflowed in %s; this batch runs again in fp32", self.autocast)
+            return torch.sigmoid(self.model(x))
         if self.device.type != "cpu" or x.shape[0] == 1:
             return torch.sigmoid(self.model(x))
         return torch.cat([torch.sigmoid(self.model(x[i:i + 1])) for i in range(x.shape[0])])

@@ -18,6 +18,12 @@ NormMethod = Literal["percentile", "zscore", "divide255"]
 DEFAULT_NORMALISATION: dict[str, Any] = {"method": "percentile", "low": 1.0, "high": 99.0}
 
 
+#: Methods a checkpoint may name: :func:`normalise`'s three, and the 2D skull-strip model's
+#: own (``skullstrip_learned.normalise_slice``, applied by that module, never by ``normalise``).
+NORMALISATION_METHODS = ("percentile", "zscore", "divide255",
+                         "skullstrip_learned.normalise_slice")
+
+
 def check_normalisation(settings: Any) -> dict[str, Any]:
     """Validate normalisation settings (as stored in a checkpoint) and return them as a dict.
 
@@ -41,7 +47,7 @@ def check_normalisation(settings: Any) -> dict[str, Any]:
     if not s:
         return s
     method = s.get("method", "percentile")
-    if method not in ("percentile", "zscore", "divide255"):
+    if method not in NORMALISATION_METHODS:
         raise ValueError(f"unknown normalisation method {method!r:.40}; use percentile, zscore "
                          "or divide255")
     if method == "percentile":

@@ -217,9 +217,14 @@ def brain_probability_2d(images: Sequence[np.ndarray], spacing: Sequence[float] 
 
 
 def strip_slice(image: np.ndarray, spacing: Sequence[float] | None = None,
-                model_path: str | None = None) -> np.ndarray:
-    """Brain mask of one ``(Y, X)`` slice with the 2D network; bool ``(Y, X)``."""
-    (prob,) = brain_probability_2d([image], spacing, model_path)
+                model_path: str | None = None, flip_tta: bool = True) -> np.ndarray:
+    """Brain mask of one ``(Y, X)`` slice with the 2D network; bool ``(Y, X)``.
+
+    The left-right mirror is averaged in by default (``flip_tta``): on the held-out heads it
+    raised the 10th-percentile slice Dice in 6 of 9 head/plane cells (by up to 0.012, Colin27
+    axial), lowered it in 3 (by at most 0.006), for about 15 ms more per slice.
+    """
+    (prob,) = brain_probability_2d([image], spacing, model_path, flip_tta=flip_tta)
     return clean_mask_2d(prob > 0.5)
 
 
