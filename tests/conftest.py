@@ -11,6 +11,23 @@ COLIN = SHARED / "colin27" / "ch2.nii.gz"
 COLIN_BET = SHARED / "colin27" / "ch2bet.nii.gz"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory):
+    """Exported models (napari_brainseg.inference) go to a temporary cache, not the user's.
+
+    Set in the environment, so CLI subprocesses share it.
+    """
+    import os
+
+    old = os.environ.get("BRAINSEG_CACHE_DIR")
+    os.environ["BRAINSEG_CACHE_DIR"] = str(tmp_path_factory.mktemp("onnx-cache"))
+    yield
+    if old is None:
+        os.environ.pop("BRAINSEG_CACHE_DIR", None)
+    else:
+        os.environ["BRAINSEG_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def colin_path() -> Path:
     if not COLIN.exists():

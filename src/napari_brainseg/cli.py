@@ -384,6 +384,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                               min_area_mm2=args.min_area, keep=args.keep,
                               batch_size=args.batch_size)
         predictor = Predictor.from_checkpoint(args.model, opts, device=args.device)
+        # ONNX Runtime from the first slice, so a run's masks never depend on when a first
+        # export finished (a few seconds, once per model and machine; cached after).
+        predictor.prepare(wait=True)
         u_opts = None
         if args.uncertainty:
             from .uncertainty import UncertaintyOptions

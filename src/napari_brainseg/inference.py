@@ -2,7 +2,7 @@
 
 ONNX Runtime runs the U-Net faster than eager PyTorch on a CPU, most of all when other programs
 share the cores (README, Performance; ``benchmarks/cpu_backends.py``). The network is exported
-once per model with ``torch.onnx.export`` (the TorchScript exporter, no extra packages) to a
+once per model with ``torch.onnx.export`` (the TorchScript exporter, which needs ``onnx``) to a
 user cache folder, named by the SHA-256 of its weights and configuration, so the export is reused
 by every later session and never written beside a checkpoint in a read-only install. The export
 runs in a background thread: the first segmentation with a new model uses PyTorch meanwhile, so
@@ -234,9 +234,7 @@ class OnnxBackend:
 
 
 def onnx_available() -> bool:
-    """Whether ONNX Runtime can be imported."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether ONNX Runtime and ``onnx`` (for the export) are installed (without importing them)."""
+    from importlib.util import find_spec
+
+    return find_spec("onnxruntime") is not None and find_spec("onnx") is not None
