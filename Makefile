@@ -50,6 +50,7 @@ screenshots: install-dev
 # The benchmark suite (about 10 minutes on 2 cores); each script prints a Markdown table.
 bench: install-dev
 	$(BIN)/python benchmarks/peak.py
+	$(BIN)/python benchmarks/cpu_backends.py
 	$(BIN)/python benchmarks/segment.py
 	$(BIN)/python benchmarks/batch_folder.py
 	$(BIN)/python benchmarks/train_pipeline.py

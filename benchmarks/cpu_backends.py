@@ -10,7 +10,10 @@ depend on the weights), all in this process, interleaved rounds, medians:
 - onnx: ``Predictor._run`` with ``backend="onnx"`` (the exported graph in ONNX Runtime, 2 threads,
   no spinning): the default now
 - jit.freeze: the same network traced, frozen and ``optimize_for_inference`` (oneDNN), channels-last
-- monai: MONAI ``BasicUNet`` (16..256) eager, whole image, for scale
+- monai: MONAI ``BasicUNet`` (16..256) eager, whole image: another network of the same widths
+- reported separately (quiet only, against eager and onnx): MONAI's ``sliding_window_inference``
+  (256 x 256 windows, overlap 0.25, Gaussian, batch 4) of that network, as MONAI's tutorials
+  run 2D inference: nine overlapping windows of a different network, not a like-for-like pass
 Then the same under load: two busy-loop processes spin on the cores during the timed rounds,
 as other programs do on a user's laptop. Also prints the largest probability difference of
 each path against eager, and the whole pipeline (``Predictor.probability``) per backend.
@@ -110,6 +113,21 @@ def main() -> None:
     print_table(["model only, 512x512, batch 1", "slices/s", "s/slice", "x eager time",
                  "x onnx time", "busy: slices/s", "busy: s/slice", "busy: x eager",
                  "busy: x onnx"], rows)
+    if not args.no_monai:
+        from monai.inferers import sliding_window_inference
+
+        def sliding():
+            return [torch.sigmoid(sliding_window_inference(x, (256, 256), 4, monai_net,
+                                                           overlap=0.25, mode="gaussian"))
+                    for x in xs]
+
+        with torch.inference_mode():
+            sw = interleaved({"eager": fns["eager (before)"],
+                              "onnx": fns["onnx runtime (default now)"],
+                              "sliding": sliding}, args.repeats)
+        print(f"\nseparately: MONAI sliding window (256x256, overlap 0.25) of BasicUNet "
+              f"{n / sw['sliding']:.2f} slices/s; its time / eager "
+              f"{sw['sliding'] / sw['eager']:.2f}, / onnx {sw['sliding'] / sw['onnx']:.2f}")
     pipe = interleaved({"torch": lambda: eager.probability(imgs),
                         "onnx": lambda: onnx.probability(imgs)}, args.repeats)
     print(f"\nwhole Predictor.probability ({n} slices, normalise + model): torch "

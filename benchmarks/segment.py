@@ -3,7 +3,8 @@
     python benchmarks/segment.py [--repeats 5]
 
 All on this CPU with the default thread count, in the same process, interleaved:
-- ours: ``Predictor.probability`` (normalise, inference_mode, channels-last, whole image)
+- ours: ``Predictor.probability`` (normalise, then the default CPU backend: ONNX Runtime, see
+  benchmarks/cpu_backends.py for it against eager PyTorch and torch.jit.freeze; whole image)
 - eager: the same weights called plainly (``torch.no_grad``, default memory layout)
 - monai: ``monai.inferers.sliding_window_inference`` (256x256 windows, overlap 0.25, batch 4)
   with a MONAI ``BasicUNet`` of the same channel widths (16, 32, 64, 128, 256), as MONAI's
@@ -54,6 +55,7 @@ def main() -> None:
     monai_net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=1,
                           features=(16, 32, 64, 128, 256, 16)).eval()
     pred = Predictor(model, {"method": "percentile"}, SegmentOptions(tile=None), device="cpu")
+    pred.prepare(wait=True)  # ONNX Runtime (the default CPU path) from the first round
     peak = peaks(args.repeats)["conv peak"]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; conv peak "
           f"{peak:.0f} GFLOP/s")
@@ -100,6 +102,7 @@ def accuracy(sliding_window_inference) -> None:
     from napari_brainseg.preprocess import normalise
 
     demo = Predictor.from_checkpoint("demo", SegmentOptions(tile=None), device="cpu")
+    demo.prepare(wait=True)
     kinds = ["meningioma", "glioma", "pituitary"]
     phs = [make_phantom((512, 512), kinds[s % 3], seed=500 + s, skull=False) for s in range(9)]
     truth = np.stack([p.tumour > 0 for p in phs])
