@@ -60,4 +60,4 @@ bench: install-dev
 	$(BIN)/python benchmarks/real_scans.py
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/memory.py
-	$(BIN)/python benchmarks/correction_loop.py --start 24 --start-epochs 40 --steps 80
+	$(BIN)/python benchmarks/correction_loop.py
