@@ -42,6 +42,7 @@ from .io import (
 )
 from .metrics import Counts, confusion, scores
 from .predict import Predictor, iter_segment_scan, tumour_size
+from .progress import drain
 from .provenance import SIDECAR_SUFFIX
 from .volume import SEGMENT_BYTES_PER_VOXEL, check_memory, list_files
 
@@ -628,14 +629,14 @@ def _segment_loaded(src: Path, dest: Path, vols: list[Volume], gt: np.ndarray | 
     steps = iter_segment_scan(predictor, image.data, image.spacing, affine=image.affine,
                               geometry_known=image.has_geometry, skull_strip=skull_strip,
                               axis=axis)
-    while True:
-        try:
-            done, total = next(steps)
-        except StopIteration as stop:
-            res = stop.value
-            break
+    seg_total = [1]
+
+    def seg_step(step: tuple[int, int]) -> None:
+        seg_total[0] = step[1]
         if on_slices is not None:
-            on_slices(done, total)
+            on_slices(*step)
+
+    res = drain(steps, seg_step)
     mask, n, size, unit = res.mask, res.voxels, res.size_mm, res.unit
     u_score = u_slice = None
     if uncertainty is not None:
@@ -644,14 +645,8 @@ def _segment_loaded(src: Path, dest: Path, vols: list[Volume], gt: np.ndarray | 
         u_steps = iter_uncertainty(predictor, image.data, image.spacing,
                                    brain_mask=res.brain, axis=axis, options=uncertainty,
                                    geometry_known=image.has_geometry)
-        while True:
-            try:
-                d, n_u = next(u_steps)
-            except StopIteration as stop:
-                u = stop.value
-                break
-            if on_slices is not None:
-                on_slices(total + d, total + n_u)
+        u = drain(u_steps, None if on_slices is None else  # after the segmentation's slices
+                  lambda s: on_slices(seg_total[0] + s[0], seg_total[0] + s[1]))
         u_score = u.score
         ranked = u.ranked_slices()
         u_slice = ranked[0] if ranked and image.data.ndim == 3 else None

@@ -12,8 +12,10 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import __version__
+from .progress import drain
 
 log = logging.getLogger("napari_brainseg")
 
@@ -200,15 +202,12 @@ def _cmd_skull_strip(args: argparse.Namespace) -> int:
                                          method=args.method, affine=vol.affine, **params)
                 with tqdm(desc=f"{path.name}", unit="step", leave=False,
                           disable=args.quiet) as stage_bar:  # inside the file bar
-                    while True:
-                        try:
-                            done, total = next(steps)
-                        except StopIteration as stop:
-                            mask = stop.value
-                            break
-                        stage_bar.total = total
-                        stage_bar.n = done
-                        stage_bar.refresh()
+
+                    def show(step: tuple[int, int], bar: Any = stage_bar) -> None:
+                        bar.n, bar.total = step
+                        bar.refresh()
+
+                    mask = drain(steps, show)
                 write_labels(out, mask.astype("uint8"), like=vol, spacing=vol.spacing)
             written = [o for o in outs if o not in keep]
             if args.masked and outs[1] not in keep:
