@@ -140,3 +140,24 @@ def test_segment_volume_moves_to_the_largest_lesion(make_napari_viewer_proxy, qt
     assert w.lesions.rows and w.lesions.rows[0].centre == centre
     assert w.lesions.table.shape[0] == len(w.lesions.rows)
     assert "vol tumour" in w.lesions.title.tooltip
+
+
+def test_batch_widget_sorts_by_uncertainty(make_napari_viewer_proxy, qtbot, tiny_model,
+                                           tmp_path):
+    write_sample_folder(tmp_path / "in", n=3, shape=(64, 64))
+    viewer = make_napari_viewer_proxy()
+    w = BatchSegmentWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    RECENT_MODELS.append(str(tiny_model))
+    w.reset_choices()
+    w.model.choice.value = str(tiny_model)
+    w.input.value = str(tmp_path / "in")
+    w.output.value = str(tmp_path / "out")
+    w.uncertain.value = True
+    w.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: w._worker is None and len(w._results) == 3, timeout=60_000)
+    scores = [r.uncertainty for r in w._results]
+    assert all(s is not None for s in scores) and scores == sorted(scores, reverse=True)
+    names = [r.source.name for r in w._results]
+    assert [row[0] for row in w.table.value["data"]] == names  # the table shows that order
+    assert all(row[4].endswith("mm²") for row in w.table.value["data"])

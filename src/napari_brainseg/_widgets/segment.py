@@ -25,7 +25,7 @@ from .train import RECENT_MODELS
 # --------------------------------------------------------------------------- segmentation
 
 DEMO_CHOICE = "built-in model (CE-T1)"
-TABLE_COLUMNS = ["file", "status", "tumour", "Dice", "seconds", "error"]
+TABLE_COLUMNS = ["file", "status", "tumour", "Dice", "uncertainty", "seconds", "error"]
 FILE_CHOICE = "checkpoint file below"
 #: Skull strip before segmenting (when no brain mask layer is chosen): auto strips volumes only.
 SKULL_CHOICES = {"volumes only (auto)": None, "always": True, "never": False}
@@ -433,13 +433,18 @@ class BatchSegmentWidget(_WorkerWidget):
                               label="skull strip first")
         self.overwrite = CheckBox(value=False, text="redo files already segmented")
         self.overlays = CheckBox(value=True, text="write overlay PNGs")
+        self.uncertain = CheckBox(value=False, text="uncertainty (~4x slower; least certain "
+                                  "first)")
+        self.uncertain.tooltip = ("score each file's uncertainty (4-flip TTA) and sort the table "
+                                  "by it when the run ends, to review the least certain first")
         self._rows: list[list[str]] = []
         self.table = Table(value=_columns([]))
         self.table.read_only = True
         self.table.native.cellDoubleClicked.connect(self._open_row)
         self._results: list[Any] = []
         self.extend([self.input, self.output, self.model, *_option_widgets(self), self.skull,
-                     self.overwrite, self.overlays, *self._controls(), self.table])
+                     self.overwrite, self.overlays, self.uncertain, *self._controls(),
+                     self.table])
 
     def _batch_job(self) -> Any:
         from napari_brainseg.batch import iter_segment_folder, list_inputs
@@ -454,7 +459,8 @@ class BatchSegmentWidget(_WorkerWidget):
             return None
         try:
             predictor = Predictor.from_checkpoint(self.model.path(), _segment_options(self))
-            total = len(list_inputs(src, exclude=dst))
+            items = list_inputs(src, exclude=dst)  # paired once: the run gets this list
+            total = len(items)
         except ValueError as exc:
             show_error(f"napari-brainseg: {exc}")
             return None
@@ -466,16 +472,29 @@ class BatchSegmentWidget(_WorkerWidget):
         self.table.value = _columns([])
         skull, overwrite, overlays = SKULL_CHOICES[self.skull.value], bool(self.overwrite.value), \
             bool(self.overlays.value)
+        u_opts = None
+        if self.uncertain.value:
+            from napari_brainseg.uncertainty import UncertaintyOptions
+
+            u_opts = UncertaintyOptions()
 
         def job() -> Any:
             done_n = 0
             for r in iter_segment_folder(src, dst, predictor, skull_strip=skull,
-                                         overwrite=overwrite, overlays=overlays):
+                                         overwrite=overwrite, overlays=overlays, items=items,
+                                         uncertainty=u_opts):
                 done_n += 1
                 yield (r, done_n, total)
             return None
 
         def done(_: Any) -> None:
+            if u_opts is not None:  # review order: the least certain file first
+                order = sorted(range(len(self._results)), key=lambda i: -1.0 if
+                               self._results[i].uncertainty is None
+                               else self._results[i].uncertainty, reverse=True)
+                self._results = [self._results[i] for i in order]
+                self._rows = [self._rows[i] for i in order]
+                self.table.value = _columns(self._rows)
             n_fail = sum(r.status == "failed" for r in self._results)
             self.status.value = (f"{len(self._results)} files: "
                                  f"{sum(r.status == 'ok' for r in self._results)} segmented, "
@@ -492,8 +511,11 @@ class BatchSegmentWidget(_WorkerWidget):
         self.progress.max = total
         self.progress.value = done_n
         size = f"{r.size_mm:,.1f} {'mm³' if r.unit == 'mm3' else 'mm²'}" if r.unit else ""
+        unit = "mm³" if r.unit == "mm3" else "mm²"
+        unc = "" if r.uncertainty is None else f"{r.uncertainty:,.0f} {unit}"
         self._rows.append([r.source.name, r.status, size,
-                           "" if r.dice is None else f"{r.dice:.3f}", f"{r.seconds:.2f}", r.error])
+                           "" if r.dice is None else f"{r.dice:.3f}", unc, f"{r.seconds:.2f}",
+                           r.error])
         self.table.value = _columns(self._rows)
 
     def _open_row(self, row: int, _col: int = 0) -> None:
