@@ -342,3 +342,17 @@ def test_batch_reports_the_slices_of_each_scan(tmp_path, tiny_model):
                                             (d, t))))
     assert [r.status for r in results] == ["ok", "ok"]
     assert calls == [(2, 5), (4, 5), (5, 5), (2, 3), (3, 3)]  # per batch of 2 slices, per scan
+
+
+def test_nan_probabilities_are_an_error_not_an_empty_mask(tiny_model, monkeypatch, tmp_path):
+    import torch
+
+    pred = Predictor.from_checkpoint(tiny_model, device="cpu")
+    monkeypatch.setattr(pred, "_forward", lambda x: torch.full_like(x, float("nan")))
+    img = make_phantom((64, 64), "glioma", seed=2).image
+    with pytest.raises(ValueError, match="NaN/Inf probabilities"):
+        pred.segment_slice(img)
+    iio.imwrite(tmp_path / "a.png", (img / img.max() * 255).astype(np.uint8))
+    results = list(iter_segment_folder(tmp_path / "a.png", tmp_path / "out", pred))
+    assert results[0].status == "failed" and "NaN/Inf" in results[0].error
+    assert not list((tmp_path / "out").glob("a_tumour*"))

@@ -353,7 +353,12 @@ class Predictor:
             prob = self._probability_tta(x)
             if grid is not None:
                 prob = F.interpolate(prob, size=shape, mode="bilinear", align_corners=False)
-        return prob[:, 0].float().cpu().numpy()
+        out = prob[:, 0].float().cpu().numpy()
+        if not np.isfinite(out).all():  # else every pixel compares False: an empty, "ok" mask
+            raise ValueError("the model gave NaN/Inf probabilities for this image (finite "
+                             "weights, so its activations overflowed): check the image's "
+                             "intensities, or use another model")
+        return out
 
     def _probability_tta(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
