@@ -32,6 +32,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .anatomy import Head
+from .venous import paint_venous
 
 TUMOUR_KINDS = ("glioma", "meningioma", "metastases", "pituitary")
 
@@ -233,19 +234,8 @@ def _enhance_background(image: np.ndarray, head: Head, grid: np.ndarray, brain: 
         patch = _texture(image.shape, rng) > rng.uniform(-0.5, 1.0)
         sel = shell & patch
         image[sel] = np.maximum(image[sel], wm * rng.uniform(0.9, 1.5))
-    if rng.random() < 0.6:  # superior sagittal sinus: midline, above the brain's centre
-        x, z = grid[0], grid[2]
-        sinus = shell & (np.abs(x - head.midline_x) < rng.uniform(2, 5)) & (z > head.centroid[2])
-        image[sinus] = wm * rng.uniform(1.1, 1.8)
-    if rng.random() < 0.6:  # choroid plexus: bright tufts inside the ventricles
-        csf = brain & (image < 0.5 * wm) & ~tumour
-        depth = head.depth[tuple(np.clip(np.round(grid).astype(np.intp), 0,
-                                         np.array(head.depth.shape)[:, None, None, None] - 1))]
-        vent = csf & (depth > 12)
-        if vent.any():
-            blobs = ndi.binary_dilation(vent & (rng.random(vent.shape) < 0.01), iterations=2)
-            sel = vent & blobs
-            image[sel] = wm * rng.uniform(1.0, 1.6)
+    # sinuses and choroid glomera where they are in this head (see venous.py)
+    paint_venous(image, grid, head, tumour, rng)
     if not pituitary and rng.random() < 0.7:  # a normal, enhancing pituitary gland
         d = grid - head.sella[:, None, None, None]
         gland = ((d / np.array([5.0, 5.0, 3.5])[:, None, None, None] / rng.uniform(0.7, 1.1))
