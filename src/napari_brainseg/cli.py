@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .devices import DEVICES
+from .loss_config import LOSS_NAMES
 from .progress import drain
 
 log = logging.getLogger("napari_brainseg")
@@ -140,20 +142,12 @@ def _cmd_sample_data(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- skull-strip
 
 
-def _mask_suffix(src: Path, ndim: int) -> str:
-    from .io import NIFTI_SUFFIXES, suffix_of
-
-    suffix = suffix_of(src)
-    if suffix in NIFTI_SUFFIXES or src.is_dir() or suffix in (".dcm", ".dicom", ".ima", ""):
-        return ".nii.gz"  # DICOM series get NIfTI masks carrying the series' geometry
-    return ".png" if ndim == 2 else ".tif"
-
-
 def _cmd_skull_strip(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .io import ReadError, find_pairs, read, write_image, write_labels
-    from .skullstrip import apply_mask, iter_skull_strip, stripped_path_for
+    from .naming import brain_mask_path, stripped_path
+    from .skullstrip import apply_mask, iter_skull_strip
 
     src = Path(args.input)
     if not src.exists():
@@ -177,10 +171,10 @@ def _cmd_skull_strip(args: argparse.Namespace) -> int:
             if single:
                 out = Path(args.output)
             else:
-                out = Path(args.output) / f"{vol.name}_brain_mask{_mask_suffix(path, vol.ndim)}"
+                out = brain_mask_path(args.output, vol.name, path, vol.ndim)
             outs = [out]
             if args.masked:
-                outs.append(stripped_path_for(out))
+                outs.append(stripped_path(out))
             # Never write over the input, whatever --overwrite says; other files only with it.
             clash = [o for o in outs if o.resolve() == Path(path).resolve()]
             if clash:
@@ -252,7 +246,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                           patch_size=args.patch_size, augment=not args.no_augment,
                           patience=args.patience or None, seed=args.seed, device=args.device,
                           deterministic=args.deterministic)
-        samples = samples_from_folder(args.data)
+        samples = (_corrected_samples(args.data, args.labels_from) if args.labels_from
+                   else samples_from_folder(args.data))
         train_s, val_s = split_samples(samples, args.val_split, args.seed)
     except ValueError as exc:
         _err(str(exc))
@@ -338,6 +333,44 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _corrected_samples(scans: str, results: str) -> list[Any]:
+    """Training samples of ``train SCANS --labels-from RESULTS``: corrected predictions only.
+
+    Says how many predictions were taken and how many skipped (not marked corrected, or no scan
+    of that name in SCANS).
+    """
+    from .batch import corrected_pairs
+    from .data import samples_from_pairs
+    from .io import Pair, ReadError
+
+    if not Path(scans).exists():
+        raise ValueError(f"{scans}: no such file or folder (with --labels-from, DATA is the "
+                         "folder of scans that was segmented)")
+    try:
+        found = corrected_pairs(scans, results)
+    except ReadError as exc:
+        raise ValueError(str(exc)) from exc
+    line = (f"--labels-from {results}: {len(found.pairs)} corrected prediction(s) paired with "
+            f"their scans; {len(found.not_corrected)} not marked corrected, skipped")
+    if found.no_scan:
+        names = ", ".join(p.name for p in found.no_scan[:3])
+        more = f" and {len(found.no_scan) - 3} more" if len(found.no_scan) > 3 else ""
+        line += (f"; {len(found.no_scan)} corrected without a scan of that name in {scans}, "
+                 f"skipped ({names}{more})")
+    print(line)
+    if not found.pairs:
+        raise ValueError(
+            f"{results}: no corrected predictions to train on. Open a NAME_pred file in napari "
+            "(with this plugin), correct it, and save it over itself (File > Save Selected "
+            "Layers): the plugin marks it corrected in NAME_pred.ext.json. DATA must be the "
+            "folder that was segmented into RESULTS.")
+    samples = samples_from_pairs([Pair(scan, pred) for scan, pred in found.pairs])
+    if not samples:
+        raise ValueError(f"{results}: the corrected predictions could not be read with their "
+                         "scans (see the warnings above)")
+    return samples
+
+
 # --------------------------------------------------------------------------- segment
 
 
@@ -357,8 +390,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     )
     from .io import ReadError
     from .model import CheckpointError
+    from .naming import PREDICTION_SUFFIX, suffix_of
     from .predict import Predictor, SegmentOptions
-    from .volume import suffix_of
 
     out = Path(args.output)
     try:
@@ -376,7 +409,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         return 2
     if not out.exists() and suffix_of(out):
         _err(f"{out}: looks like a file name; OUTPUT must be a folder (masks are named "
-             "NAME_tumour inside it). Give a folder, e.g. results/")
+             f"NAME{PREDICTION_SUFFIX} inside it). Give a folder, e.g. results/")
         return 2
     try:
         opts = SegmentOptions(threshold=args.threshold, tta=args.tta,
@@ -392,11 +425,15 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
             u_opts = UncertaintyOptions(args.uncertainty, args.uncertainty_passes or
                                         (4 if args.uncertainty == "tta" else 8))
+        if args.dicom_seg:  # say it once, before any scan, not once per series
+            from .formats.dicom_seg import require_highdicom
+
+            require_highdicom()
         items = list_inputs(args.input, exclude=args.output)  # paired once, used by the run
         n_inputs = len(items)
         if part is not None:  # the bar counts this part's files
             n_part = len(select_part(items, Path(args.input), part))
-    except (CheckpointError, ValueError, ReadError, FileNotFoundError) as exc:
+    except (CheckpointError, ValueError, ReadError, FileNotFoundError, ImportError) as exc:
         _err(str(exc))
         return 2
     if n_inputs == 0:
@@ -422,7 +459,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         gen = iter_segment_folder(args.input, args.output, predictor,
                                   skull_strip=args.skull_strip, overwrite=args.overwrite,
                                   overlays=args.overlays, axis=args.axis, items=items,
-                                  on_slices=on_slices, uncertainty=u_opts, part=part)
+                                  on_slices=on_slices, uncertainty=u_opts, part=part,
+                                  dicom_seg=args.dicom_seg)
         for r in gen:
             results.append(r)
             bar.update(1)
@@ -650,12 +688,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train (or fine-tune) a U-Net on image/mask pairs",
                        description="DATA is a folder in the README's pairing convention "
-                       "(NAME + NAME_mask, images/ + masks/, or figshare .mat files).")
-    p.add_argument("data", help="training folder")
+                       "(NAME + NAME_mask, images/ + masks/, or figshare .mat files). With "
+                       "--labels-from RESULTS, DATA is the folder of scans that 'brainseg "
+                       "segment DATA RESULTS' segmented, and the labels are the predictions in "
+                       "RESULTS that were corrected in napari and saved (marked corrected in "
+                       "their NAME_pred.ext.json); DATA's own masks are not used.")
+    p.add_argument("data", help="training folder (with --labels-from: the scans folder)")
+    p.add_argument("--labels-from", default=None, metavar="RESULTS_DIR",
+                   help="train on the corrected predictions of this results folder, each paired "
+                        "by name with its scan in DATA; predictions not marked corrected are "
+                        "skipped and counted")
     p.add_argument("--out", required=True, help="best-model checkpoint (e.g. model.pt)")
     p.add_argument("--loss", default="dice+bce",
-                   choices=["bce", "dice", "focal", "tversky", "dice+bce", "dice+focal"],
-                   help="training loss (default dice+bce)")
+                   choices=LOSS_NAMES, help="training loss (default dice+bce)")
     p.add_argument("--alpha", type=float, default=None,
                    help="focal: tumour weight (none = unweighted); tversky: FP weight (0.3)")
     p.add_argument("--gamma", type=float, default=2.0, help="focal gamma (default 2)")
@@ -679,13 +724,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic algorithms only (slower; same weights on every run)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+    p.add_argument("--device", default="auto", choices=DEVICES,
                    help="where to train (default auto: CUDA, then MPS, then CPU)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("segment", help="segment tumours in a scan or a folder of scans",
-                       description="Writes OUTPUT/NAME_tumour masks in the input's format "
+                       description="Writes OUTPUT/NAME_pred masks in the input's format "
                        "(NIfTI keeps the scan's affine) and OUTPUT/results.csv.")
     p.add_argument("input", help="scan file, DICOM series folder, or a folder (recursive)")
     p.add_argument("output", help="output folder")
@@ -717,6 +762,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8,
                    help="slices per forward pass (default 8; a CPU runs one at a time)")
     p.add_argument("--overlays", action="store_true", help="also write OUTPUT/overlays/*.png")
+    p.add_argument("--dicom-seg", action="store_true",
+                   help="also write each DICOM series' mask as a DICOM SEG referencing the "
+                        "series (NAME_pred.dcm beside the mask; opens in 3D Slicer and PACS "
+                        "viewers; needs highdicom: pip install \"napari-brainseg[dicom]\"); "
+                        "other inputs get a note")
     p.add_argument("--overwrite", action="store_true", help="redo files already segmented")
     p.add_argument("--part", default=None, metavar="I/N",
                    help="segment only part I of N of the inputs (a fixed split by path, the "
@@ -726,7 +776,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="combine the parts' results.partI.csv into OUTPUT/results.csv (a plain "
                         "run that finds part tables does the same); refuses when a part is "
                         "missing or two overlap")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+    p.add_argument("--device", default="auto", choices=DEVICES,
                    help="where to run the model (default auto: CUDA, then MPS, then CPU)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_segment)

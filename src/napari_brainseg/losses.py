@@ -23,14 +23,19 @@ Conventions
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch.nn import functional as F  # noqa: N812
 
-LossName = Literal["bce", "dice", "focal", "tversky", "dice+bce", "dice+focal"]
-LOSS_NAMES: tuple[str, ...] = ("bce", "dice", "focal", "tversky", "dice+bce", "dice+focal")
+from .loss_config import (  # noqa: F401 (the names are part of this module's API)
+    DEFAULT_LOSS,
+    LOSS_NAMES,
+    LOSS_PARAMETERS,
+    LossConfig,
+    LossName,
+)
+
 SMOOTH = 1e-5
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -97,43 +102,6 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
     if alpha is not None:
         loss = (alpha * t + (1 - alpha) * (1 - t)) * loss
     return loss.mean()
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    """A loss by name with its parameters (stored in checkpoints and study configurations).
-
-    Attributes
-    ----------
-    name : {"bce", "dice", "focal", "tversky", "dice+bce", "dice+focal"}
-    alpha : float or None
-        Focal: tumour weight (None = unweighted, the study's run). Tversky: false-positive
-        weight (default 0.3).
-    gamma : float
-        Focal focusing parameter (default 2).
-    beta : float or None
-        Tversky false-negative weight (default ``1 - alpha``).
-    pos_weight : float or None
-        BCE tumour weight.
-    lambda_dice, lambda_other : float
-        Weights of the two terms of a combined loss.
-    """
-
-    name: str = "dice+bce"
-    alpha: float | None = None
-    gamma: float = 2.0
-    beta: float | None = None
-    pos_weight: float | None = None
-    lambda_dice: float = 1.0
-    lambda_other: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.name not in LOSS_NAMES:
-            raise ValueError(f"unknown loss {self.name!r}; choose one of {', '.join(LOSS_NAMES)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict for checkpoints and JSON."""
-        return asdict(self)
 
 
 def make_loss(config: LossConfig | str, **kwargs: Any) -> LossFn:

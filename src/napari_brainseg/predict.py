@@ -27,6 +27,7 @@ import torch
 from scipy import ndimage as ndi
 from torch.nn import functional as F  # noqa: N812
 
+from .devices import Device, pick_device
 from .inference import Backend, OnnxBackend, backend_choice, onnx_available
 from .model import Checkpoint, UNet, load_checkpoint
 from .preprocess import contrast_warning, estimate_pixel_mm, normalise
@@ -163,15 +164,13 @@ class Predictor:
     """
 
     def __init__(self, model: UNet, normalisation: dict[str, Any] | None = None,
-                 options: SegmentOptions | None = None, device: str = "auto",
+                 options: SegmentOptions | None = None, device: Device = "auto",
                  backend: Backend = "auto",
                  precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto") -> None:
-        from .train import pick_device
-
         if precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be 'auto', 'fp32', 'bf16' or 'fp16', got "
                              f"{precision!r}")
-        self.device = pick_device(device)  # type: ignore[arg-type]
+        self.device = pick_device(device)
         self.backend = backend_choice(backend)
         if precision == "auto":
             env = os.environ.get("BRAINSEG_PRECISION", "").strip().lower()
@@ -212,7 +211,7 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path = "demo", options: SegmentOptions | None = None,
-                        device: str = "auto", backend: Backend = "auto") -> Predictor:
+                        device: Device = "auto", backend: Backend = "auto") -> Predictor:
         """Load a checkpoint file, or ``"demo"`` / ``"builtin"`` for the built-in model."""
         builtin = str(path) in BUILTIN_NAMES
         p = BUILTIN_MODEL if builtin else Path(path)

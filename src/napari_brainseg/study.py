@@ -39,7 +39,7 @@ import numpy as np
 from . import __version__
 from .data import Sample, single_slice_groups, split_indices
 from .io import atomic_write
-from .losses import LossConfig
+from .losses import LOSS_NAMES, LossConfig
 from .metrics import evaluate
 from .model import UNetConfig
 from .progress import drain
@@ -58,11 +58,9 @@ log = logging.getLogger(__name__)
 
 #: Default candidate alphas per loss (None = the loss has no alpha, or the unweighted form).
 DEFAULT_ALPHAS: dict[str, list[float | None]] = {
-    "bce": [None],
-    "dice": [None],
+    **{name: [None] for name in LOSS_NAMES},
     "focal": [None, 0.25, 0.75],
     "tversky": [0.3, 0.5, 0.7],
-    "dice+bce": [None],
     "dice+focal": [None, 0.25],
 }
 

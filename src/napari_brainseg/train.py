@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .data import EvalSet, Sample, TrainingSet
+from .devices import Device, check_device, pick_device
 from .losses import LossConfig, make_loss
 from .metrics import Counts, scores
 from .model import (
@@ -47,8 +48,6 @@ from .preprocess import DEFAULT_NORMALISATION
 from .progress import drain
 
 log = logging.getLogger(__name__)
-
-Device = Literal["auto", "cpu", "cuda", "mps"]
 
 #: Training patch sides allowed (pixels); the CLI and the Train widget use the same bounds.
 MIN_PATCH, MAX_PATCH = 16, 2048
@@ -114,8 +113,7 @@ class TrainConfig:
                              f"got {self.patch_size}")
         if self.schedule not in ("plateau", "cosine", "none"):
             raise ValueError(f"schedule must be plateau, cosine or none, got {self.schedule!r}")
-        if self.device not in ("auto", "cpu", "cuda", "mps"):
-            raise ValueError(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
+        check_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for checkpoints and JSON."""
@@ -202,19 +200,6 @@ def last_path_for(out: Path) -> Path:
     """``model.pt`` -> ``model.last.pt``."""
     out = Path(out)
     return out.with_name(f"{out.stem}.last{out.suffix or '.pt'}")
-
-
-def pick_device(device: Device = "auto") -> torch.device:
-    """Resolve ``auto`` to CUDA, then MPS, then CPU; refuse an unavailable explicit choice."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA GPU is available; use auto or cpu")
-    return torch.device(device)
 
 
 def _evaluate(model: UNet, loader: DataLoader, loss_fn: Any, device: torch.device,

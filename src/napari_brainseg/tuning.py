@@ -42,7 +42,12 @@ from typing import Any
 
 import optuna
 
-ALPHA_LOSSES = ("focal", "dice+focal")
+from .loss_config import LOSS_PARAMETERS
+
+#: Losses tuned over gamma and an optional alpha (focal, and Dice + focal).
+ALPHA_LOSSES = tuple(n for n, used in LOSS_PARAMETERS.items() if "gamma" in used)
+#: Losses tuned over alpha with beta = 1 - alpha (Tversky).
+BETA_LOSSES = tuple(n for n, used in LOSS_PARAMETERS.items() if "beta" in used)
 
 
 def storage_for(url: str | None, out_dir: Path) -> Any:
@@ -138,7 +143,7 @@ def fixed_params(loss: str, alphas: list[float | None], gamma: float,
             p["weighted"] = a is not None
             if a is not None:
                 p["alpha"] = float(a)
-        elif loss == "tversky":
+        elif loss in BETA_LOSSES:
             p["alpha"] = 0.5 if a is None else float(a)
         if p not in out:
             out.append(p)
@@ -153,7 +158,7 @@ def suggest(trial: Any, loss: str, lr: float) -> dict[str, Any]:
         p["gamma"] = trial.suggest_float("gamma", 1.0, 3.0)
         if trial.suggest_categorical("weighted", [False, True]):
             p["alpha"] = trial.suggest_float("alpha", 0.05, 0.95)
-    elif loss == "tversky":
+    elif loss in BETA_LOSSES:
         p["alpha"] = trial.suggest_float("alpha", 0.1, 0.9)
         p["beta"] = 1.0 - p["alpha"]
     return p

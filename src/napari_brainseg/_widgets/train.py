@@ -18,6 +18,8 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 
+from napari_brainseg.loss_config import DEFAULT_LOSS, LOSS_NAMES
+
 from ._base import _WorkerWidget
 
 # --------------------------------------------------------------------------- training
@@ -119,8 +121,8 @@ class TrainWidget(_WorkerWidget):
                                value=str(Path.home() / "napari-brainseg" / "training"))
         self.add_button = PushButton(text="Add image + labels to training folder")
         self.add_button.changed.connect(self.add_to_folder)
-        self.loss = ComboBox(choices=["dice+bce", "bce", "dice", "focal", "tversky",
-                                      "dice+focal"], value="dice+bce", label="loss")
+        self.loss = ComboBox(choices=[DEFAULT_LOSS, *(n for n in LOSS_NAMES if n != DEFAULT_LOSS)],
+                             value=DEFAULT_LOSS, label="loss")
         self.use_alpha = CheckBox(value=False, text="set alpha (focal: tumour weight; "
                                   "tversky: FP weight)")
         self.alpha = FloatSpinBox(value=0.25, min=0.0, max=1.0, step=0.05, label="alpha")
