@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 from .data import EvalSet, Sample, TrainingSet
 from .devices import Device, check_device, pick_device
 from .losses import LossConfig, make_loss
-from .metrics import Counts, scores
+from .metrics import Counts, confusion, scores
 from .model import (
     Checkpoint,
     CheckpointError,
@@ -215,11 +215,7 @@ def _evaluate(model: UNet, loader: DataLoader, loss_fn: Any, device: torch.devic
             total_loss += float(loss_fn(logits, msk)) * img.shape[0]
             n += img.shape[0]
             pred = torch.sigmoid(logits) > threshold
-            t = msk > 0.5
-            tp = int((pred & t).sum())
-            fp = int((pred & ~t).sum())
-            fn = int((~pred & t).sum())
-            counts = counts + Counts(tp, fp, fn, int(t.numel()) - tp - fp - fn)
+            counts = counts + confusion(pred.cpu().numpy(), (msk > 0.5).cpu().numpy())
             yield ValidationProgress(epoch, k, len(loader))
     return total_loss / max(n, 1), scores(counts)
 
