@@ -28,6 +28,7 @@ from scipy import ndimage as ndi
 
 from . import provenance
 from .formats.dicom import is_dicom_file
+from .formats.dicom_seg import dicom_seg_path, write_dicom_seg
 from .io import (
     DICOM_SUFFIXES,
     NIFTI_SUFFIXES,
@@ -295,6 +296,7 @@ def iter_segment_folder(
     on_slices: Callable[[int, int], None] | None = None,
     uncertainty: UncertaintyOptions | None = None,
     part: tuple[int, int] | None = None,
+    dicom_seg: bool = False,
 ) -> Generator[FileResult, None, list[FileResult]]:
     """Segment every scan of a file or folder, yielding one :class:`FileResult` per file.
 
@@ -321,6 +323,11 @@ def iter_segment_folder(
     in every process) and keeps its table in ``results.partI.csv``; :func:`merge_parts`
     combines the parts' tables into ``results.csv``. Output names are chosen from *all* the
     inputs, so each part names its masks as one whole run would.
+
+    With ``dicom_seg`` each DICOM series also gets a DICOM SEG beside its mask (the mask's name
+    with ``.dcm``, :mod:`napari_brainseg.formats.dicom_seg`) that references the source images;
+    other inputs get a note saying that none was written. A skipped file whose SEG is missing
+    gets it from its existing mask.
     """
     root = Path(inputs)
     out_dir = Path(output)
@@ -349,13 +356,15 @@ def iter_segment_folder(
                     write_overlay(overlay, image.data, [(read(dest)[0].data, RED)])
                     res = replace(res, error="mask exists (use overwrite to redo); its missing "
                                   "overlay was written")
+                if dicom_seg and res.error.startswith("mask exists"):
+                    res = _missing_seg(res, src, dest, rec)
             else:
                 vols = read(src, with_mask=False)  # list_inputs paired the truth already
                 images = [v for v in vols if v.kind == "image"]
                 if len(images) > 1:  # a DICOM folder with several series: each one
                     done = list(_segment_series(src, dest, images, predictor, skull_strip,
                                                 overlays, out_dir, overwrite, axis, on_slices,
-                                                uncertainty, rec))
+                                                uncertainty, rec, dicom_seg))
                     for r in done[:-1]:
                         results.append(r)
                         yield r
@@ -363,7 +372,8 @@ def iter_segment_folder(
                 else:
                     gt, gt_note = _ground_truth(truth, src)
                     res, save = _segment_loaded(src, dest, vols, gt, predictor, skull_strip,
-                                                overlay, axis, t0, on_slices, uncertainty, rec)
+                                                overlay, axis, t0, on_slices, uncertainty, rec,
+                                                dicom_seg, overwrite)
                     if gt_note:
                         res = replace(res, error=f"{gt_note}; {res.error}" if res.error
                                       else gt_note)
@@ -565,7 +575,7 @@ def _segment_series(src: Path, dest: Path, images: list[Volume], predictor: Pred
                     skull_strip: bool | None, overlays: bool, out_dir: Path, overwrite: bool,
                     axis: int, on_slices: Callable[[int, int], None] | None = None,
                     uncertainty: UncertaintyOptions | None = None,
-                    rec: dict[str, Any] | None = None,
+                    rec: dict[str, Any] | None = None, dicom_seg: bool = False,
                     ) -> Generator[FileResult, None, None]:
     """Segment every series of a multi-series input: ``NAME_seriesK_tumour.nii.gz`` each."""
     head, tail = dest.name.rsplit("_tumour", 1)
@@ -581,7 +591,8 @@ def _segment_series(src: Path, dest: Path, images: list[Volume], predictor: Pred
             else:
                 overlay = overlay_path_for(d, out_dir) if overlays else None
                 res, save = _segment_loaded(src, d, [image], None, predictor, skull_strip,
-                                            overlay, axis, t0, on_slices, uncertainty, rec)
+                                            overlay, axis, t0, on_slices, uncertainty, rec,
+                                            dicom_seg, overwrite)
                 save()
         except (ValueError, OSError, RuntimeError, MemoryError) as exc:
             res = FileResult(src, "failed", None, seconds=time.perf_counter() - t0,
@@ -615,12 +626,14 @@ def _segment_loaded(src: Path, dest: Path, vols: list[Volume], gt: np.ndarray | 
                     predictor: Predictor, skull_strip: bool | None, overlay: Path | None,
                     axis: int, t0: float, on_slices: Callable[[int, int], None] | None = None,
                     uncertainty: UncertaintyOptions | None = None,
-                    rec: dict[str, Any] | None = None,
+                    rec: dict[str, Any] | None = None, dicom_seg: bool = False,
+                    overwrite: bool = False,
                     ) -> tuple[FileResult, Callable[[], None]]:
     """Segment one read input; return its result and the function that writes its outputs.
 
     With ``rec`` (a provenance record) the mask carries it: a NIfTI header's ``descrip`` holds
-    its short form, and ``MASK.json`` beside the mask the whole record.
+    its short form, and ``MASK.json`` beside the mask the whole record. With ``dicom_seg`` a
+    DICOM series also gets its DICOM SEG (never over an existing one without ``overwrite``).
     """
     image = _scan_of(vols, src)
     # Refuse before the model allocates its copies, with advice, rather than die of memory.
@@ -664,6 +677,9 @@ def _segment_loaded(src: Path, dest: Path, vols: list[Volume], gt: np.ndarray | 
         note = f"{note}; {res.warning}" if note else res.warning
     for warning in reversed(image.warnings):  # what the reader changed (values, slices left out)
         note = f"{warning}; {note}" if note else warning
+    seg_dest, seg_note = _seg_plan(image, dest, dicom_seg, overwrite)
+    if seg_note:
+        note = f"{note}; {seg_note}" if note else seg_note
 
     def save() -> None:
         write_labels(dest, mask, like=image, spacing=image.spacing,
@@ -672,9 +688,36 @@ def _segment_loaded(src: Path, dest: Path, vols: list[Volume], gt: np.ndarray | 
             _write_provenance(provenance.sidecar_path(dest), rec)
         if overlay is not None:
             write_overlay(overlay, image.data, [(mask, RED)])
+        if seg_dest is not None:
+            write_dicom_seg(mask, image, seg_dest, overwrite=True, provenance=rec)
 
     return FileResult(src, "ok", dest, n, size, unit, time.perf_counter() - t0, note, dice,
                       counts, u_score, u_slice), save
+
+
+def _seg_plan(image: Volume, dest: Path, dicom_seg: bool,
+              overwrite: bool) -> tuple[Path | None, str]:
+    """Where the DICOM SEG of ``dest`` goes (None: none), and the note that says why not."""
+    if not dicom_seg:
+        return None, ""
+    if image.metadata.get("format") != "dicom":
+        return None, "not a DICOM series, so no DICOM SEG (--dicom-seg) was written"
+    seg = dicom_seg_path(dest)
+    if seg.exists() and not overwrite:
+        return None, f"{seg.name} exists; kept (use overwrite to replace it)"
+    return seg, ""
+
+
+def _missing_seg(res: FileResult, src: Path, dest: Path, rec: dict[str, Any]) -> FileResult:
+    """A skipped DICOM series whose SEG is missing (a run without it): write it from its mask."""
+    seg = dicom_seg_path(dest)
+    if seg.exists() or not dest.exists():
+        return res
+    images = [v for v in read(src, with_mask=False) if v.kind == "image"]
+    if len(images) != 1 or images[0].metadata.get("format") != "dicom":
+        return res
+    write_dicom_seg(read(dest)[0].data, images[0], seg, provenance=rec)
+    return replace(res, error=f"{res.error}; its missing DICOM SEG was written")
 
 
 def summarise(results: Sequence[FileResult]) -> dict[str, Any]:

@@ -176,6 +176,17 @@ def _dicom_series_volume(files: list[Path], name: str) -> Volume:
             raise ReadError(os_error_message(exc, f)) from exc
         except Exception as exc:
             raise ReadError(f"{f.name}: unreadable DICOM file ({exc}).") from exc
+    return volume_from_datasets(datasets, name)
+
+
+def volume_from_datasets(datasets: list[tuple[Path, Any]], name: str) -> Volume:
+    """One series' ``(file, pydicom dataset)`` pairs as a :class:`Volume` in display orientation.
+
+    The volume's ``metadata["dicom_instances"]`` lists the SOP Instance UIDs of the images
+    stacked, in stacking order: index ``k`` of the native ``(k, row, column)`` stack (see
+    :func:`display_to_instances`), and ``metadata["dicom_files"]`` their files. Images left out
+    (a localizer) are in neither.
+    """
     f0, ds0 = datasets[0]
     warnings: list[str] = []
     if len(datasets) == 1:
@@ -184,6 +195,7 @@ def _dicom_series_volume(files: list[Path], name: str) -> Volume:
             arr = _invert(arr)
         spacing2 = _pixel_spacing(ds0, f0.name, warnings)
         meta = _dicom_meta(ds0, geometry=_spacing_ok(ds0))
+        meta.update(_instances([(f0, ds0)]))
         if arr.ndim == 2:
             _check_size(arr.shape, f0, 4)
             data, extra = _finite_image(arr, f0)
@@ -263,12 +275,58 @@ def _dicom_series_volume(files: list[Path], name: str) -> Volume:
     data, extra = _finite_image(display, f0)
     geometry = _spacing_ok(ds0)
     meta = _dicom_meta(ds0, geometry=geometry)
-    meta.update({"native": native, "format": "dicom"})
+    meta.update({"native": native, "format": "dicom", **_instances(datasets)})
     return Volume(  # without real pixel spacing there is no geometry: sizes are in voxels
         data=data, spacing=_spacing_from_affine(disp_affine, 3),
         affine=disp_affine if geometry else None, name=name,
         source=f0.parent, metadata=meta, warnings=tuple(warnings) + extra,
     )
+
+
+def _instances(datasets: list[tuple[Path, Any]]) -> dict[str, tuple[str, ...]]:
+    """The stacked images' SOP Instance UIDs and files, in stacking order (DICOM SEG needs them)."""
+    return {"dicom_instances": tuple(str(getattr(ds, "SOPInstanceUID", "") or "")
+                                     for _, ds in datasets),
+            "dicom_files": tuple(str(f) for f, _ in datasets)}
+
+
+def display_to_instances(labels: np.ndarray, volume: Volume) -> np.ndarray:
+    """A mask in ``volume``'s display layout back in the source's ``(instance, row, column)`` order.
+
+    Undoes what :func:`read_dicom` did to the series: slices sorted along their normal (or by
+    instance number), stacked as ``(k, row, column)``, transposed to ``(column, row, k)`` and
+    reoriented to the display axes. For a series of images, index ``k`` of the result is the
+    image whose SOP Instance UID is ``volume.metadata["dicom_instances"][k]``. One file is not
+    reoriented: a 2D image comes back as ``(1, row, column)``, a multi-frame one as
+    ``(frame, row, column)``, frames in the file's order.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        ``volume.data.shape``, any dtype.
+    volume : Volume
+        A DICOM volume as :func:`read_dicom` returned it.
+
+    Raises
+    ------
+    ValueError
+        ``volume`` is not from :func:`read_dicom`, or ``labels`` is not of its shape.
+    """
+    from napari_brainseg.volume import _from_display
+
+    labels = np.asarray(labels)
+    instances = volume.metadata.get("dicom_instances")
+    if volume.metadata.get("format") != "dicom" or not instances:
+        raise ValueError(f"{volume.name}: not a DICOM series read by this package; read the "
+                         "series with napari_brainseg.io.read first")
+    if labels.shape != volume.data.shape:
+        raise ValueError(f"mask of shape {labels.shape} does not fit the DICOM series "
+                         f"{volume.name!r} of shape {volume.data.shape}; it must have the shape of "
+                         "the image it labels")
+    native = volume.metadata.get("native")
+    if native is None:  # one file: stored as displayed
+        return labels if labels.ndim == 3 else labels[np.newaxis]
+    return np.ascontiguousarray(_from_display(labels, native).transpose(2, 1, 0))
 
 
 def _majority_orientation(datasets: list[tuple[Path, Any]], name: str,
@@ -326,6 +384,16 @@ def read_dicom(path: Path) -> list[Volume]:
 
     path = Path(path)
     if path.is_file():
+        try:
+            modality = str(pydicom.dcmread(str(path), stop_before_pixels=True,
+                                           specific_tags=["Modality"]).get("Modality", ""))
+        except (InvalidDicomError, OSError, EOFError, ValueError):
+            modality = ""  # the full read below says what is wrong
+        if modality == "SEG":
+            raise ReadError(
+                f"{path.name}: a DICOM SEG (a segmentation that labels another series), not an "
+                "image. Open the series it labels; 3D Slicer shows the two together."
+            )
         return [_dicom_series_volume([path], stem(path))]
     series: dict[str, list[Path]] = {}
     skipped_no_pixels = 0
@@ -340,12 +408,17 @@ def read_dicom(path: Path) -> list[Volume]:
         if "Rows" not in ds:  # reports, structure sets, DICOMDIRs
             skipped_no_pixels += 1
             continue
+        if str(getattr(ds, "Modality", "")) == "SEG":  # a segmentation (ours?), not a scan
+            log.info("skipping DICOM SEG %s: a segmentation, not an image", f)
+            skipped_no_pixels += 1
+            continue
         uid = str(getattr(ds, "SeriesInstanceUID", "") or f.parent)
         if _number(ds, "NumberOfFrames", 1.0) > 1:
             uid = f"{uid} multi-frame {f.name}"  # a volume of its own: never a slice of a stack
         series.setdefault(uid, []).append(f)
     if not series:
-        extra = f" ({skipped_no_pixels} DICOM files without images)" if skipped_no_pixels else ""
+        extra = (f" ({skipped_no_pixels} DICOM files without images, or segmentations)"
+                 if skipped_no_pixels else "")
         raise ReadError(
             f"{path.name}: no DICOM image files found in this folder{extra}. Choose the folder "
             "that holds the series' slice files."
