@@ -212,6 +212,50 @@ def test_mat_without_cjdata(tmp_path):
         read(tmp_path / "other.mat")
 
 
+@pytest.mark.parametrize("compressed", [False, True])
+def test_mat5_claims_walk_every_kind_of_variable(tmp_path, monkeypatch, compressed):
+    """Cells, struct arrays, sparse, complex, text and empty arrays are walked to the end; the
+    sum counts the figshare image and grows with it; a file past the limit is refused."""
+    import scipy.io
+    import scipy.sparse
+
+    from napari_brainseg.formats import mat5
+
+    def claimed(side: int) -> int:
+        path = tmp_path / f"{side}.mat"
+        scipy.io.savemat(path, {
+            "cjdata": {"image": np.ones((side, side), np.int16), "label": 2.0, "PID": "12"},
+            "cells": np.array([[1.0, "ab"]], dtype=object), "z": np.ones((3, 3), complex),
+            "sp": scipy.sparse.eye(6).tocsc(), "empty": np.zeros((0, 3)),
+            "s": np.array([(1, "a"), (2, "bb")], dtype=[("x", "O"), ("y", "O")])},
+            do_compression=compressed)
+        return mat5.check_mat5_claims(path)
+
+    small, large = claimed(64), claimed(128)
+    # int16 pixels: the stored array, its copy, the float32 image and the finite mask
+    assert large - small == (128**2 - 64**2) * (2 * 2 + 9)
+    assert small > 64**2 * 13
+    monkeypatch.setattr(mat5, "memory_cap", lambda: (small + 1000, "free on this machine"))
+    mat5.check_mat5_claims(tmp_path / "64.mat")
+    with pytest.raises(ReadError, match=r"128\.mat: loading this MATLAB file needs about .* "
+                       r"\('cjdata.image' is int16 of shape 128 x 128\), more than the .* free "
+                       "on this machine. Save a smaller"):
+        mat5.check_mat5_claims(tmp_path / "128.mat")
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_truncated_mat5_is_refused_before_loadmat(tmp_path, compressed):
+    import scipy.io
+
+    path = tmp_path / "cut.mat"
+    scipy.io.savemat(path, {"cjdata": {"image": np.arange(4096.0).reshape(64, 64)}},
+                     do_compression=compressed)
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(ReadError, match="cut.mat: not a readable MATLAB file: .*truncated or "
+                       "damaged. Copy it again"):
+        read(path)
+
+
 # ----------------------------------------------------------------------------- raster images
 
 

@@ -250,6 +250,19 @@ def read_bytes_per_voxel(itemsize: int) -> int:
     return 2 * int(itemsize) + 9
 
 
+def memory_cap(limit: int | None = None) -> tuple[int, str]:
+    """The most memory one read or segmentation may use, and why: ``(bytes, reason)``.
+
+    ``limit`` (default :data:`MAX_READ_BYTES`, "allowed for one image") or the memory free now
+    ("free on this machine"), whichever is lower.
+    """
+    cap = MAX_READ_BYTES if limit is None else int(limit)
+    free = available_memory()
+    if free is not None and free < cap:
+        return int(free), "free on this machine"
+    return cap, "allowed for one image"
+
+
 def check_memory(n_voxels: int, bytes_per_voxel: float, path: Path, what: str = "reading",
                  limit: int | None = None) -> None:
     """Refuse early when ``n_voxels * bytes_per_voxel`` exceeds what this machine can give.
@@ -263,11 +276,7 @@ def check_memory(n_voxels: int, bytes_per_voxel: float, path: Path, what: str = 
         With the estimate, the limit and what to do.
     """
     need = float(n_voxels) * float(bytes_per_voxel)
-    cap = MAX_READ_BYTES if limit is None else limit
-    free = available_memory()
-    where = "allowed for one image"
-    if free is not None and free < cap:
-        cap, where = free, "free on this machine"
+    cap, where = memory_cap(limit)
     if need > cap:
         raise ReadError(
             f"{path.name}: {what} this image ({n_voxels:,} voxels) needs about "

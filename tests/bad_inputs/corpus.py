@@ -1026,6 +1026,64 @@ def mat73_huge(d):
     return d / "huge.mat"
 
 
+def _mat5_element(kind: int, data: bytes, claimed: int | None = None) -> bytes:
+    """One little-endian v5 data element: tag, data, padding to 8 bytes."""
+    n = len(data) if claimed is None else claimed
+    return struct.pack("<II", kind, n) + data + b"\0" * (-len(data) % 8)
+
+
+def _mat5_cjdata_image(dims: tuple[int, int], claimed: int, written: int) -> bytes:
+    """The headers of a v5 ``cjdata`` struct whose one field ``image`` is a double array of
+    ``dims`` stored as ``claimed`` bytes of uint8 (MATLAB stores whole numbers in smaller
+    types); the struct's and field's lengths count ``written`` bytes of data after them."""
+    def matrix(cls: int, shape: tuple[int, ...], name: bytes, body: bytes, more: int) -> bytes:
+        inner = (_mat5_element(6, struct.pack("<II", cls, 0))
+                 + _mat5_element(5, struct.pack(f"<{len(shape)}i", *shape))
+                 + _mat5_element(1, name) + body)
+        return struct.pack("<II", 14, len(inner) + more) + inner
+
+    data = written + (-written % 8)
+    image = matrix(6, dims, b"", struct.pack("<II", 2, claimed), data)
+    fields = _mat5_element(5, struct.pack("<i", 8)) + _mat5_element(1, b"image\0\0\0")
+    return matrix(2, (1, 1), b"cjdata", fields + image, data)
+
+
+def _mat5_header() -> bytes:
+    return b"MATLAB 5.0 MAT-file, crafted".ljust(116) + b"\0" * 8 + struct.pack("<H", 0x0100) \
+        + b"IM"
+
+
+def mat5_huge(d):
+    """312 bytes of uncompressed v5 whose cjdata.image claims 40000 x 40000 doubles (1.6 GB of
+    uint8 data that the file does not hold)."""
+    body = _mat5_cjdata_image((40000, 40000), 40000 * 40000, 0)
+    (d / "claims-huge.mat").write_bytes(_mat5_header() + body)
+    return d / "claims-huge.mat"
+
+
+def mat5_bomb(d):
+    """A compressed v5 .mat of 0.9 MB: 30000 x 30000 zeros (900 MB inflated, about 10 GB to read).
+
+    The 16 MB blocks of zeros are compressed once: after a full flush a block does not refer to
+    what came before, so the same bytes repeat; the zlib trailer is the checksum of the whole.
+    """
+    n, step = 30000 * 30000, 16 * 2**20
+    head = _mat5_cjdata_image((30000, 30000), n, n)
+    z = zlib.compressobj(9)
+    parts = [z.compress(head) + z.flush(zlib.Z_FULL_FLUSH)]
+    block = z.compress(bytes(step)) + z.flush(zlib.Z_FULL_FLUSH)
+    parts += [block] * (n // step)
+    rest = bytes(n % step + (-n % 8))
+    parts.append(z.compress(rest) + z.flush()[:-4])  # the final block, without its checksum
+    check = zlib.adler32(head)
+    for _ in range(n // step):
+        check = zlib.adler32(bytes(step), check)
+    parts.append(struct.pack(">I", zlib.adler32(rest, check)))
+    packed = b"".join(parts)
+    (d / "bomb.mat").write_bytes(_mat5_header() + struct.pack("<II", 15, len(packed)) + packed)
+    return d / "bomb.mat"
+
+
 def tiff_30000(d):
     """A zlib TIFF of 942 KB holding 30000 x 30000 zeros (about 10 GB to read)."""
     tile = zlib.compress(bytes(1024 * 1024), 9)  # every tile the same: written as encoded bytes
@@ -1343,6 +1401,11 @@ READING = [
      r"needs about \d+\.\d GiB of memory, more than"),
     (".mat v7.3 whose never-written image claims 11.9 GiB", mat73_huge, 1,
      "1,600,000,000 voxels"),
+    ("272-byte .mat v5 whose cjdata.image claims 40000 x 40000 (data never written)", mat5_huge,
+     1, r"needs about 16\.4 GiB .*'cjdata.image' is double of shape 40000 x 40000.*Save a "
+     "smaller"),
+    ("0.9 MB compressed .mat v5 inflating to a 30000 x 30000 image (zlib bomb)", mat5_bomb, 1,
+     r"needs about 9\.2 GiB .*'cjdata.image'.*more than the 8\.0 GiB allowed"),
     ("942 KB zlib TIFF of 30000x30000", tiff_30000, 1, r"needs about 9\.2 GiB.*Crop or downsample"),
     ("NIfTI with NaN pixdim and no transform", nan_pixdim, 0, "geometry .* is not usable"),
     ("NIfTI with a NaN quaternion", nan_quaternion, 0, "qform is not usable.*voxel sizes"),

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from napari_brainseg.formats.mat5 import check_mat5_claims
 from napari_brainseg.volume import (
     TUMOUR_TYPES,
     ReadError,
@@ -56,6 +57,7 @@ def read_mat(path: Path) -> list[Volume]:
         else:
             import scipy.io
 
+            check_mat5_claims(path)  # sizes from the headers before scipy allocates anything
             try:
                 mat = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False)
             except Exception as exc:
