@@ -332,3 +332,33 @@ def test_segment_dicom_seg_on_png_files_notes_it_and_goes_on(tmp_path, tiny_mode
     assert all(Path(r["output"]).is_file() for r in rows)
     assert not list((tmp_path / "out").rglob("*.dcm"))
     assert capsys.readouterr().err.count("no DICOM SEG") == 2
+
+
+# --------------------------------------------------------------------------- the napari writer
+
+
+def test_napari_writer_saves_a_labels_layer_over_a_dicom_series_as_seg(tmp_path):
+    from napari_brainseg._reader import get_reader
+    from napari_brainseg._writer import write_dicom_seg_layer
+
+    series = write_series(tmp_path / "exam", "coronal", n=4)
+    ((data, kwargs, kind),) = get_reader(str(tmp_path / "exam"))(str(tmp_path / "exam"))
+    assert kind == "image"
+    _, uid, ipp, _ = series[1]
+    (volume,) = read_dicom(tmp_path / "exam")
+    labels = np.zeros(np.shape(data), np.uint8)
+    labels[display_index(volume, ipp, "coronal", 7, 9)] = 1
+    # A prediction layer carries its scan's metadata (the Segment tab copies it).
+    attrs = {"name": "exam prediction", "metadata": kwargs["metadata"], "scale": kwargs["scale"]}
+    (written,) = write_dicom_seg_layer(str(tmp_path / "exam_pred.dcm"), labels, attrs)
+    _, frames = frames_by_instance(written)
+    assert list(frames) == [uid] and np.argwhere(frames[uid][0]).tolist() == [[7, 9]]
+
+
+def test_napari_writer_refuses_a_layer_without_a_dicom_series(tmp_path):
+    from napari_brainseg._writer import write_dicom_seg_layer
+
+    with pytest.raises(ValueError, match="does not label a DICOM series"):
+        write_dicom_seg_layer(str(tmp_path / "x.dcm"), np.ones((8, 64, 64), np.uint8),
+                              {"name": "painted", "metadata": {"format": "nifti"}})
+    assert not (tmp_path / "x.dcm").exists()

@@ -7,11 +7,13 @@ import numpy as np
 from .io import write_labels
 
 
-def _geometry_from_viewer(shape: tuple[int, ...]) -> tuple[dict, str] | None:
+def _geometry_from_viewer(shape: tuple[int, ...],
+                          key: str = "native") -> tuple[dict, str] | None:
     """Metadata of the one image layer of ``shape`` that this plugin's reader opened, if any.
 
     A Labels layer made with napari's "New labels layer" carries no geometry; the scan it was
-    painted over does.
+    painted over does. ``key`` is the metadata entry the image layer must have (``native``:
+    its grid; ``dicom_instances``: the DICOM images it was read from).
     """
     import napari
 
@@ -20,7 +22,7 @@ def _geometry_from_viewer(shape: tuple[int, ...]) -> tuple[dict, str] | None:
         return None
     found = [lyr for lyr in viewer.layers
              if lyr.__class__.__name__ == "Image" and tuple(np.shape(lyr.data)) == shape
-             and isinstance(lyr.metadata, dict) and lyr.metadata.get("native")]
+             and isinstance(lyr.metadata, dict) and lyr.metadata.get(key)]
     if len(found) != 1:  # none, or several scans of that shape: do not guess
         return None
     return dict(found[0].metadata), found[0].name
@@ -46,4 +48,38 @@ def write_labels_layer(path: str, data: Any, attributes: dict) -> list[str]:
             show_info(f"napari-brainseg: '{attributes.get('name', 'labels')}' has no scan "
                       f"geometry; saved on the grid and affine of image layer '{name}'")
     written = write_labels(path, arr, like=meta, spacing=scale)
+    return [str(written)]
+
+
+def write_dicom_seg_layer(path: str, data: Any, attributes: dict) -> list[str]:
+    """Write one Labels layer as a DICOM SEG that references the DICOM series it labels.
+
+    The series is the layer's own (a prediction of the Segment tab carries its scan's metadata),
+    or else the one image layer of the same shape that this plugin opened from a DICOM series.
+    A layer over anything else is refused: a SEG has to name the images it lies on. napari's
+    save dialog has already asked before replacing an existing file.
+    """
+    from napari.utils.notifications import show_info
+
+    from .formats.dicom_seg import write_dicom_seg
+    from .provenance import record
+    from .volume import Volume
+
+    arr = np.asarray(data)
+    meta = attributes.get("metadata") or {}
+    if not meta.get("dicom_instances"):
+        borrowed = _geometry_from_viewer(arr.shape, key="dicom_instances")
+        if borrowed is None:
+            raise ValueError(
+                f"'{attributes.get('name', 'labels')}' does not label a DICOM series opened "
+                "with napari-brainseg, so there are no images for a DICOM SEG to reference. "
+                "Open the series with this plugin (File > Open Folder), label it, and save "
+                "again; or save as .nii.gz"
+            )
+        meta, name = borrowed
+        show_info(f"napari-brainseg: '{attributes.get('name', 'labels')}' saved as a DICOM SEG "
+                  f"of image layer '{name}'")
+    series = Volume(np.zeros(arr.shape, np.uint8), (1.0,) * arr.ndim,
+                    name=str(attributes.get("name", "labels")), metadata=meta)
+    written = write_dicom_seg(arr, series, path, overwrite=True, provenance=record())
     return [str(written)]
