@@ -71,15 +71,15 @@ def test_killed_batch_run_redoes_only_the_rest(tmp_path, tiny_model):
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     masks = tmp_path / "out" / "images"
     deadline = time.time() + 240
-    while time.time() < deadline and len(list(masks.glob("*_tumour.png"))) < 2:
+    while time.time() < deadline and len(list(masks.glob("*_pred.png"))) < 2:
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    done_before = {p.name: p.stat().st_mtime_ns for p in masks.glob("*_tumour.png")}
+    done_before = {p.name: p.stat().st_mtime_ns for p in masks.glob("*_pred.png")}
     assert 2 <= len(done_before) <= 6
     rerun = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    after = {p.name: p.stat().st_mtime_ns for p in masks.glob("*_tumour.png")}
+    after = {p.name: p.stat().st_mtime_ns for p in masks.glob("*_pred.png")}
     assert len(after) == 6
     assert all(after[n] == t for n, t in done_before.items())  # finished files were not redone
     rows = (tmp_path / "out" / "results.csv").read_text().splitlines()[1:]

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-CORE_NUMPY = ["io", "volume", "formats.nifti", "formats.dicom", "formats.figshare",
+CORE_NUMPY = ["naming", "provenance", "io", "volume", "formats.nifti", "formats.dicom", "formats.figshare",
               "formats.raster", "preprocess", "synthetic", "skullstrip", "metrics", "study_report",
               "synthesis", "synthesis.anatomy", "synthesis.tumours", "synthesis.acquisition"]
 CORE_ALL = CORE_NUMPY + ["cli", "model", "losses", "data", "train", "predict", "batch", "study",
@@ -52,4 +52,9 @@ def test_cli_help_loads_no_torch():
 
 def test_reader_adapter_loads_no_torch():
     mods = _modules_after("from napari_brainseg._reader import get_reader")
+    assert "torch" not in mods
+
+
+def test_writer_adapter_loads_no_torch():
+    mods = _modules_after("from napari_brainseg._writer import write_labels_layer")
     assert "torch" not in mods

@@ -422,9 +422,12 @@ def test_a_saved_prediction_reopens_as_labels_and_is_never_a_scan_or_ground_trut
     img = (np.random.default_rng(0).random((32, 32)) * 200).astype(np.uint8)
     iio.imwrite(tmp_path / "scan.png", img)
     iio.imwrite(tmp_path / "scan_mask.png", (img > 150).astype(np.uint8) * 255)
-    iio.imwrite(tmp_path / "scan_tumour.png", (img > 100).astype(np.uint8))
-    (pred,) = read(tmp_path / "scan_tumour.png")
-    assert pred.kind == "labels" and pred.name == "scan prediction" and pred.metadata["prediction"]
+    iio.imwrite(tmp_path / "scan_pred.png", (img > 100).astype(np.uint8))
+    iio.imwrite(tmp_path / "scan_tumour.png", (img > 90).astype(np.uint8))  # an old output
+    for name in ("scan_pred.png", "scan_tumour.png"):
+        (pred,) = read(tmp_path / name)
+        assert pred.kind == "labels" and pred.name == "scan prediction"
+        assert pred.metadata["prediction"]
     pairs = find_pairs(tmp_path)
     assert [(p.image.name, p.mask.name) for p in pairs] == [("scan.png", "scan_mask.png")]
     scan, truth = read(tmp_path / "scan.png")
@@ -490,6 +493,33 @@ def test_a_segment_run_pairs_the_folder_once(tmp_path, monkeypatch):
                                     items=items[:0])
     assert list(gen) == []
     assert (tmp_path / "out" / "results.csv").exists()
+
+
+def test_a_scan_too_large_to_segment_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    """Segmenting needs 34 bytes a voxel, reading float32 17: with room for the read only, the
+    segment run refuses from the header. The pixel data is cut short, so a read that went
+    ahead would fail with 'truncated' instead."""
+    from napari_brainseg import batch
+    from napari_brainseg.volume import SEGMENT_BYTES_PER_VOXEL, reading_for
+
+    path = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((48, 48, 40), np.float32),
+                             np.eye(4)), str(path))
+    path.write_bytes(path.read_bytes()[:20000])
+    n = 48 * 48 * 40
+    monkeypatch.setattr("napari_brainseg.volume.available_memory", lambda: n * 25)
+    with pytest.raises(ReadError, match="truncated or corrupt"):
+        read(path)  # the read alone fits: it goes ahead and meets the cut data
+    with pytest.raises(ReadError, match=r"scan.nii.gz: segmenting this image \(92,160 voxels\) "
+                       r"needs about 3 MiB of memory, more than the 2 MiB free on this machine"):
+        with reading_for("segmenting", SEGMENT_BYTES_PER_VOXEL):
+            read(path)
+    (res,) = list(batch.iter_segment_folder(path, tmp_path / "out", predictor=None))
+    assert res.status == "failed" and "segmenting this image" in res.error
+    monkeypatch.setattr("napari_brainseg.volume.available_memory", lambda: n * 40)
+    with pytest.raises(ReadError, match="truncated or corrupt"), \
+            reading_for("segmenting", SEGMENT_BYTES_PER_VOXEL):
+        read(path)  # room for both: the header check passes
 
 
 def test_mask_lookup_survives_a_name_too_long_to_probe(tmp_path):

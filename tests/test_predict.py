@@ -117,7 +117,7 @@ def test_batch_folder_with_broken_files_then_rerun(tiny_model, tmp_path, capsys)
     code = main(["segment", str(tmp_path / "in"), str(tmp_path / "out"), "--model",
                  str(tiny_model), "-q"])
     assert code == 1
-    masks = sorted(p.name for p in (tmp_path / "out" / "images").glob("*_tumour.*")
+    masks = sorted(p.name for p in (tmp_path / "out" / "images").glob("*_pred.*")
                    if p.suffix != ".json")  # not the provenance sidecars
     assert len(masks) == 3
     rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
@@ -129,7 +129,7 @@ def test_batch_folder_with_broken_files_then_rerun(tiny_model, tmp_path, capsys)
     out = capsys.readouterr().out
     assert "pooled over 3 files" in out and "baseline" in out
     # Re-run: finished files are skipped, the broken ones fail again.
-    first = {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "images").glob("*_tumour.*")
+    first = {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "images").glob("*_pred.*")
              if p.suffix != ".json"}
     assert main(["segment", str(tmp_path / "in"), str(tmp_path / "out"), "--model",
                  str(tiny_model), "-q"]) == 1
@@ -145,8 +145,9 @@ def test_overlays_and_png_mask(tiny_model, tmp_path):
     assert r.output.suffix == ".png" and iio.imread(r.output).shape == (64, 64)
     overlays = list((tmp_path / "out" / "overlays").rglob("*.png"))
     assert len(overlays) == 1 and iio.imread(overlays[0]).shape == (64, 64, 3)
-    # mirrors the mask's sub-folder and keeps its whole name
-    assert overlays[0] == tmp_path / "out" / "overlays" / "images" / r.output.name
+    # mirrors the mask's sub-folder and keeps its name, marked as a picture (never an input)
+    assert overlays[0] == tmp_path / "out" / "overlays" / "images" / \
+        r.output.name.replace("_pred.png", "_pred_overlay.png")
     assert summarise([r])["ok"] == 1
 
 
@@ -217,7 +218,7 @@ def test_output_folder_inside_the_input_is_never_segmented_again(tiny_model, tmp
     assert main(args) == 0  # the re-run sees the same two scans, not its own outputs
     rows = list(csv.DictReader(open(tmp_path / "in" / "results" / "results.csv")))
     assert len(rows) == 2 and all(r["status"] == "skipped" for r in rows)
-    assert not list((tmp_path / "in").rglob("*_tumour_tumour*"))
+    assert not list((tmp_path / "in").rglob("*_pred_pred*"))
 
 
 def test_a_fixed_pixel_size_model_gets_slices_resampled_and_answers_on_their_grid(tiny_model):
@@ -306,8 +307,8 @@ def test_every_series_of_a_multi_series_dicom_folder_is_segmented(tmp_path, tiny
     results = drain(iter_segment_folder(tmp_path / "in", tmp_path / "out", pred,
                                         skull_strip=False))
     assert [r.status for r in results] == ["ok", "ok"]
-    assert [r.output.name for r in results] == ["exam_series1_tumour.nii.gz",
-                                                "exam_series2_tumour.nii.gz"]
+    assert [r.output.name for r in results] == ["exam_series1_pred.nii.gz",
+                                                "exam_series2_pred.nii.gz"]
     assert results[0].error.startswith("series 1 of 2") and "series 2 of 2" in results[1].error
     assert sorted(nib.load(r.output).shape for r in results) == [(64, 64, 3), (64, 64, 4)]
     again = drain(iter_segment_folder(tmp_path / "in", tmp_path / "out", pred,
@@ -325,7 +326,7 @@ def test_a_folder_of_extension_less_dicom_files_is_found(tmp_path, tiny_model):
     assert list_inputs(tmp_path / "in") == [(tmp_path / "in" / "exam", None)]
     (r,) = drain(iter_segment_folder(tmp_path / "in", tmp_path / "out",
                                      Predictor.from_checkpoint(tiny_model), skull_strip=False))
-    assert r.status == "ok" and r.output.name == "exam_tumour.nii.gz"
+    assert r.status == "ok" and r.output.name == "exam_pred.nii.gz"
 
 
 def test_batch_reports_the_slices_of_each_scan(tmp_path, tiny_model):
@@ -355,4 +356,4 @@ def test_nan_probabilities_are_an_error_not_an_empty_mask(tiny_model, monkeypatc
     iio.imwrite(tmp_path / "a.png", (img / img.max() * 255).astype(np.uint8))
     results = list(iter_segment_folder(tmp_path / "a.png", tmp_path / "out", pred))
     assert results[0].status == "failed" and "NaN/Inf" in results[0].error
-    assert not list((tmp_path / "out").glob("a_tumour*"))
+    assert not list((tmp_path / "out").glob("a_pred*"))

@@ -61,7 +61,7 @@ def test_builtin_model_png_masks_and_never_over_a_users_file(tmp_path, capsys):
     assert (out / "results.csv.json").read_text() == '{"mine": true}'
     assert "results.csv.json exists and was not written by napari-brainseg" in \
         capsys.readouterr().err
-    masks = sorted((out / "images").glob("*_tumour.png"))
+    masks = sorted((out / "images").glob("*_pred.png"))
     assert len(masks) == 2
     rec = json.loads(sidecar_path(masks[0]).read_text())
     assert rec["model"]["label"] == "demo" and len(rec["model"]["sha256"]) == 64
@@ -75,7 +75,7 @@ def test_a_users_file_where_a_sidecar_goes_is_kept(tiny_model, tmp_path):
     src = _scan(tmp_path / "in")
     out = tmp_path / "out"
     out.mkdir()
-    user = out / f"{PATIENT}_tumour.nii.gz.json"
+    user = out / f"{PATIENT}_pred.nii.gz.json"
     user.write_text("notes")
     pred = Predictor.from_checkpoint(tiny_model)
     (res,) = drain(iter_segment_folder(src, out, pred, skull_strip=False))

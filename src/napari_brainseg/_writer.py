@@ -1,10 +1,23 @@
-"""napari writer adapter: a Labels layer -> NIfTI (scan's own grid and affine), PNG or TIFF."""
+"""napari writer adapter: a Labels layer -> NIfTI (scan's own grid and affine), PNG or TIFF.
 
+Saving a prediction (a layer made by the Segment tab, or a ``NAME_pred`` file reopened) also
+writes its provenance sidecar ``FILE.json`` with ``"corrected": true`` and the number of
+corrected slices when the labels differ from the model's prediction: that is what
+``brainseg train --labels-from`` looks for.
+"""
+
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .io import write_labels
+from .io import ReadError, read, write_labels
+from .metrics import corrected_slices
+from .naming import is_prediction
+from .provenance import record_correction
+
+#: Layer metadata key holding the model's own mask (set by the Segment tab).
+PREDICTION_KEY = "brainseg_prediction"
 
 
 def _geometry_from_viewer(shape: tuple[int, ...],
@@ -47,8 +60,46 @@ def write_labels_layer(path: str, data: Any, attributes: dict) -> list[str]:
             meta, name = borrowed
             show_info(f"napari-brainseg: '{attributes.get('name', 'labels')}' has no scan "
                       f"geometry; saved on the grid and affine of image layer '{name}'")
+    prediction, origin = _prediction_of(attributes.get("metadata") or {}, arr.shape)
     written = write_labels(path, arr, like=meta, spacing=scale)
+    if prediction is not None:
+        axis = int((attributes.get("metadata") or {}).get("brainseg_axis", 0))
+        fixed = corrected_slices(prediction, arr, axis if arr.ndim == 3 else 0)
+        try:
+            side = record_correction(written, fixed, origin=origin,
+                                     model=(attributes.get("metadata") or {}).get(
+                                         "brainseg_model"))
+        except OSError as exc:
+            show_info(f"napari-brainseg: {Path(written).name} saved, but its sidecar was not: "
+                      f"{exc.strerror or exc}")
+        else:
+            if side is None:
+                show_info(f"napari-brainseg: {Path(written).name} saved; its sidecar "
+                          f"{Path(written).name}.json is someone else's file and was left as "
+                          "it is, so the correction is not recorded")
+            elif fixed:
+                show_info(f"napari-brainseg: saved {Path(written).name}, marked corrected "
+                          f"({len(fixed)} slice{'s' if len(fixed) != 1 else ''} changed)")
     return [str(written)]
+
+
+def _prediction_of(meta: dict, shape: tuple[int, ...]) -> tuple[np.ndarray | None, str | None]:
+    """The model's prediction a layer started from, and the file it was opened from, if any.
+
+    The Segment tab keeps the prediction in the layer's metadata; a ``NAME_pred`` file opened
+    with this plugin is read again (before it may be overwritten) to compare with.
+    """
+    if meta.get(PREDICTION_KEY) is not None:
+        pred = np.asarray(meta[PREDICTION_KEY])
+        return (pred, None) if pred.shape == shape else (None, None)
+    source = meta.get("source")
+    if not meta.get("prediction") or not source or not is_prediction(source):
+        return None, None
+    try:
+        (vol,) = read(source, with_mask=False)
+    except (ReadError, ValueError, OSError):
+        return None, None
+    return (vol.data, str(source)) if vol.data.shape == shape else (None, None)
 
 
 def write_dicom_seg_layer(path: str, data: Any, attributes: dict) -> list[str]:

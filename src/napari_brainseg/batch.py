@@ -30,22 +30,30 @@ from . import provenance
 from .formats.dicom import is_dicom_file
 from .formats.dicom_seg import dicom_seg_path, write_dicom_seg
 from .io import (
-    DICOM_SUFFIXES,
-    NIFTI_SUFFIXES,
     ReadError,
     Volume,
     atomic_write,
     find_pairs,
     read,
-    stem,
-    suffix_of,
     write_labels,
 )
 from .metrics import Counts, confusion, scores
+from .naming import (
+    DICOM_SUFFIXES,
+    PREDICTION_SUFFIX,
+    existing_prediction,
+    is_never_input,
+    is_prediction,
+    legacy_prediction_paths,
+    overlay_path,
+    prediction_paths,
+    series_prediction_path,
+    suffix_of,
+)
 from .predict import Predictor, iter_segment_scan, tumour_size
 from .progress import drain
 from .provenance import SIDECAR_SUFFIX
-from .volume import SEGMENT_BYTES_PER_VOXEL, check_memory, list_files
+from .volume import SEGMENT_BYTES_PER_VOXEL, check_memory, list_files, reading_for
 
 if TYPE_CHECKING:
     from .uncertainty import UncertaintyOptions
@@ -129,62 +137,63 @@ def list_inputs(path: str | Path,
         raise ReadError(f"{path}: no such file or folder")
     out: list[tuple[Path, Path | None]] = [(p.image, p.mask if p.mask != p.image else None)
                                            for p in find_pairs(path)]
-    dicom_dirs = sorted({f.parent for f in list_files(path) if is_dicom_file(f)})
+    # A DICOM SEG of an earlier run (NAME_pred.dcm) is an output, not a series to segment.
+    dicom_dirs = sorted({f.parent for f in list_files(path)
+                         if not is_never_input(f) and is_dicom_file(f)})
     out += [(d, None) for d in dicom_dirs]
     return out
 
 
-def _mask_ext(source: Path) -> str:
-    suffix = suffix_of(source)
-    if source.is_dir() or suffix in DICOM_SUFFIXES or suffix in NIFTI_SUFFIXES:
-        return ".nii.gz"
-    return ".tif" if suffix in (".tif", ".tiff") else ".png"
+@dataclass(frozen=True)
+class CorrectedPredictions:
+    """The predictions of a results folder, sorted for training (:func:`corrected_pairs`).
 
-
-def output_path_for(source: Path, root: Path, out_dir: Path, qualify: bool = False) -> Path:
-    """Where the mask of ``source`` goes: mirrored folders, ``NAME_tumour`` + matching format.
-
-    ``qualify`` adds the input's own format to the name (``scan_jpg_tumour.png``): used for
-    inputs whose plain names would collide (``scan.png`` and ``scan.jpg``).
+    Attributes
+    ----------
+    pairs : list of (Path, Path)
+        ``(scan, corrected prediction)``: training pairs.
+    not_corrected : list of Path
+        Predictions not marked corrected (skipped).
+    no_scan : list of Path
+        Corrected predictions with no scan of that name in the scans folder (skipped).
     """
-    ext = _mask_ext(source)
-    name = source.name if source.is_dir() else stem(source)
-    if qualify:
-        kind = "dicom" if source.is_dir() else suffix_of(source).strip(".").replace(".", "_")
-        name = f"{name}_{kind or 'file'}"
-    try:
-        rel = source.parent.relative_to(root) if root.is_dir() else Path()
-    except ValueError:
-        rel = Path()
-    return out_dir / rel / f"{name}_tumour{ext}"
+
+    pairs: list[tuple[Path, Path]]
+    not_corrected: list[Path]
+    no_scan: list[Path]
 
 
-def output_paths(sources: Sequence[Path], root: Path, out_dir: Path) -> dict[Path, Path]:
-    """The mask path of every input of a run, with no two inputs sharing one.
+def corrected_pairs(scans: str | Path, results: str | Path) -> CorrectedPredictions:
+    """Pair the corrected predictions in ``results`` with their scans in ``scans``.
 
-    Inputs whose plain names collide (same stem in one folder, other formats; compared without
-    case, as on macOS and Windows) all get their format in the name, whatever the order.
+    A prediction belongs to the scan that ``brainseg segment SCANS RESULTS`` names so (same
+    sub-folders, ``NAME_pred`` or the old ``NAME_tumour``; :mod:`napari_brainseg.naming`):
+    pairing is by name, because sidecars never record input paths. Only predictions *marked
+    corrected* are paired: their sidecar ``NAME_pred.ext.json`` says ``"corrected": true``, which
+    the napari writer records when an edited prediction is saved
+    (:func:`napari_brainseg.provenance.record_correction`). Series of multi-series inputs
+    (``NAME_seriesK_pred``) have no single scan and count as ``no_scan``.
     """
-    plain = {src: output_path_for(src, root, out_dir) for src in sources}
-    seen: dict[str, int] = {}
-    for dest in plain.values():
-        seen[str(dest).lower()] = seen.get(str(dest).lower(), 0) + 1
-    return {src: output_path_for(src, root, out_dir, qualify=True)
-            if seen[str(dest).lower()] > 1 else dest for src, dest in plain.items()}
-
-
-def overlay_path_for(dest: Path, out_dir: Path) -> Path:
-    """The overlay PNG of mask ``dest``: ``out_dir/overlays/<same sub-folders>/<mask name>.png``."""
-    name = dest.name
-    for ext in (".nii.gz", ".tif", ".png"):
-        if name.endswith(ext):
-            name = name[: -len(ext)]
-            break
-    try:
-        rel = dest.parent.relative_to(out_dir)
-    except ValueError:
-        rel = Path()
-    return out_dir / "overlays" / rel / f"{name}.png"
+    scans, results = Path(scans), Path(results)
+    if not results.is_dir():
+        raise ValueError(f"{results}: not a folder; --labels-from takes the results folder of "
+                         "'brainseg segment' (holding NAME_pred files)")
+    owner: dict[Path, Path] = {}
+    for src, dest in prediction_paths([s for s, _ in list_inputs(scans, exclude=results)],
+                                      scans, results).items():
+        for name in (dest, *legacy_prediction_paths(dest)):
+            owner[name] = src
+    found = [p for p in list_files(results) if is_prediction(p)
+             and suffix_of(p) not in DICOM_SUFFIXES]  # a DICOM SEG is another copy
+    pairs, not_corrected, no_scan = [], [], []
+    for pred in found:
+        if not provenance.is_corrected(pred):
+            not_corrected.append(pred)
+        elif pred in owner:
+            pairs.append((owner[pred], pred))
+        else:
+            no_scan.append(pred)
+    return CorrectedPredictions(pairs, not_corrected, no_scan)
 
 
 RED, GREEN = (255, 40, 40), (40, 220, 40)
@@ -261,7 +270,8 @@ def _write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 def _describe(exc: BaseException, src: Path) -> str:
     """One line naming the input file and what went wrong with it."""
     if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
-        text = (f"its output name ({len(src.name)}-character input name + '_tumour') is too long "
+        text = (f"its output name ({len(src.name)}-character input name + "
+                f"'{PREDICTION_SUFFIX}') is too long "
                 "for the file system; give the input a shorter name.")
     elif isinstance(exc, OSError) and exc.strerror:
         where = f" {Path(exc.filename).name}" if exc.filename else ""
@@ -300,13 +310,15 @@ def iter_segment_folder(
 ) -> Generator[FileResult, None, list[FileResult]]:
     """Segment every scan of a file or folder, yielding one :class:`FileResult` per file.
 
-    Masks go to ``output`` (mirroring sub-folders) as ``NAME_tumour`` in the input's format:
+    Masks go to ``output`` (mirroring sub-folders) as ``NAME_pred`` in the input's format
+    (every name: :mod:`napari_brainseg.naming`):
     NIfTI and DICOM inputs give NIfTI on the scan's own grid and affine, 2D images give PNG/TIFF.
-    A file whose mask already exists is skipped unless ``overwrite``; a file that fails is
-    reported and the run goes on. Where a ground-truth mask is paired with a scan, Dice against
-    it is recorded. ``output/results.csv`` is rewritten atomically at least every second and at
-    the end. ``on_slices(done, total)``, if given, is called as the slices of each scan are
-    segmented (the skull strip counts as a tenth), for a progress bar inside the file bar.
+    A file whose mask already exists (or an old ``NAME_tumour`` one) is skipped unless
+    ``overwrite``; a file that fails is reported and the run goes on. Where a ground-truth mask
+    is paired with a scan, Dice against it is recorded. ``output/results.csv`` is rewritten
+    atomically at least every second and at the end. ``on_slices(done, total)``, if given, is
+    called as the slices of each scan are segmented (the skull strip counts as a tenth), for a
+    progress bar inside the file bar.
 
     Files are processed one after another: overlapping reads and writes with the model in a
     thread was measured slower on a 2-core CPU (the I/O thread stalls torch's own threads), so
@@ -340,26 +352,30 @@ def iter_segment_folder(
                                                                 "of": part[1]}})
     results: list[FileResult] = []
     csv_at = 0.0
-    dests = output_paths([src for src, _ in items], root, out_dir)
+    dests = prediction_paths([src for src, _ in items], root, out_dir)
     if part is not None:
         items = select_part(items, root, part)
     for k, (src, truth) in enumerate(items):
         t0 = time.perf_counter()
         dest = dests[src]
-        overlay = overlay_path_for(dest, out_dir) if overlays else None
+        overlay = overlay_path(dest, out_dir) if overlays else None
+        # A prediction of an earlier run, under today's name or the old NAME_tumour one.
+        done_before = existing_prediction(dest)
         try:
-            if dest.exists() and not overwrite:
-                res = _skipped(src, dest)
+            if done_before is not None and not overwrite:
+                res = _skipped(src, done_before)
                 if overlay is not None and not overlay.exists() and res.error.startswith(
                         "mask exists"):  # a run stopped between the mask and its overlay
                     image = _scan_of(read(src, with_mask=False), src)
-                    write_overlay(overlay, image.data, [(read(dest)[0].data, RED)])
+                    write_overlay(overlay, image.data, [(read(done_before)[0].data, RED)])
                     res = replace(res, error="mask exists (use overwrite to redo); its missing "
                                   "overlay was written")
                 if dicom_seg and res.error.startswith("mask exists"):
                     res = _missing_seg(res, src, dest, rec)
             else:
-                vols = read(src, with_mask=False)  # list_inputs paired the truth already
+                # A scan too large to segment is refused from its header, before it is read.
+                with reading_for("segmenting", SEGMENT_BYTES_PER_VOXEL):
+                    vols = read(src, with_mask=False)  # list_inputs paired the truth already
                 images = [v for v in vols if v.kind == "image"]
                 if len(images) > 1:  # a DICOM folder with several series: each one
                     done = list(_segment_series(src, dest, images, predictor, skull_strip,
@@ -577,19 +593,19 @@ def _segment_series(src: Path, dest: Path, images: list[Volume], predictor: Pred
                     uncertainty: UncertaintyOptions | None = None,
                     rec: dict[str, Any] | None = None, dicom_seg: bool = False,
                     ) -> Generator[FileResult, None, None]:
-    """Segment every series of a multi-series input: ``NAME_seriesK_tumour.nii.gz`` each."""
-    head, tail = dest.name.rsplit("_tumour", 1)
+    """Segment every series of a multi-series input: ``NAME_seriesK_pred.nii.gz`` each."""
     for j, image in enumerate(images, start=1):
         t0 = time.perf_counter()
-        d = dest.with_name(f"{head}_series{j}_tumour{tail}")
+        d = series_prediction_path(dest, j)
         what = f"series {j} of {len(images)}"
         if image.metadata.get("series_description"):
             what += f" ({image.metadata['series_description']})"
         try:
-            if d.exists() and not overwrite:
-                res = _skipped(src, d)
+            done_before = existing_prediction(d)
+            if done_before is not None and not overwrite:
+                res = _skipped(src, done_before)
             else:
-                overlay = overlay_path_for(d, out_dir) if overlays else None
+                overlay = overlay_path(d, out_dir) if overlays else None
                 res, save = _segment_loaded(src, d, [image], None, predictor, skull_strip,
                                             overlay, axis, t0, on_slices, uncertainty, rec,
                                             dicom_seg, overwrite)

@@ -27,6 +27,7 @@ import torch
 from torch.nn import functional as F  # noqa: N812
 
 from .losses import LossConfig, make_loss
+from .metrics import corrected_slices as corrected_slices  # numpy only: the writer uses it
 from .model import Checkpoint, load_checkpoint, save_checkpoint
 from .predict import BUILTIN_MODEL, BUILTIN_NAMES
 from .preprocess import normalise
@@ -112,21 +113,6 @@ class FinetuneResult:
     n_holdout: int
     replayed: int
     seconds: float
-
-
-def corrected_slices(prediction: np.ndarray, labels: np.ndarray, axis: int = 0) -> list[int]:
-    """Indices along ``axis`` of the slices where ``labels`` differ from ``prediction``.
-
-    Both are label arrays of one shape (``(Y, X)`` gives ``[0]`` or ``[]``); any non-zero
-    value is tumour.
-    """
-    pred, lab = np.asarray(prediction) != 0, np.asarray(labels) != 0
-    if pred.shape != lab.shape:
-        raise ValueError(f"labels {lab.shape} and prediction {pred.shape} differ in shape")
-    if pred.ndim == 2:
-        return [0] if (pred != lab).any() else []
-    diff = np.moveaxis(pred != lab, axis, 0).reshape(pred.shape[axis], -1).any(axis=1)
-    return [int(i) for i in np.flatnonzero(diff)]
 
 
 def next_version_path(path: str | Path) -> Path:

@@ -21,7 +21,7 @@ import torch
 from torch.nn import functional as F  # noqa: N812
 from torch.utils.data import Dataset
 
-from .io import ReadError, Volume, find_pairs, read, stem, suffix_of
+from .io import Pair, ReadError, Volume, find_pairs, read, stem, suffix_of
 from .preprocess import annotated_indices, normalise
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def _load_pair(image_path: Path, mask_path: Path | None) -> tuple[Volume, Volume
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
-    vols = read(image_path)
+    vols = read(image_path, with_mask=False)  # the mask is mask_path (a .mat carries its own)
     image = vols[0]
     if suffix_of(Path(image_path)) == ".mat":
         if len(vols) < 2:
@@ -111,7 +111,22 @@ def samples_from_folder(folder: str | Path, max_empty_ratio: float = 1.0) -> lis
         When the folder holds no image/mask pair, with the naming rule in the message.
     """
     folder = Path(folder)
-    pairs = find_pairs(folder)
+    samples = samples_from_pairs(find_pairs(folder), max_empty_ratio)
+    if not samples:
+        raise ValueError(
+            f"{folder}: no image/mask pairs to train on. Name masks NAME_mask.png beside "
+            "NAME.png, or put images/ and masks/ folders with the same file names (see README)."
+        )
+    return samples
+
+
+def samples_from_pairs(pairs: Sequence[Pair], max_empty_ratio: float = 1.0) -> list[Sample]:
+    """Training slices of given ``(image, mask)`` pairs, as :func:`samples_from_folder` takes them.
+
+    A pair without a mask, or whose files cannot be read, is left out (logged). Used for pairs
+    found otherwise than by the folder convention, e.g. scans with their corrected predictions
+    (``brainseg train --labels-from``).
+    """
     samples: list[Sample] = []
     unpaired = 0
     for pair in pairs:
@@ -119,7 +134,7 @@ def samples_from_folder(folder: str | Path, max_empty_ratio: float = 1.0) -> lis
             unpaired += 1
             continue
         try:
-            vols = read(pair.image)
+            vols = read(pair.image, with_mask=False)  # the pair names its mask
         except ReadError as exc:
             log.warning("skipping %s", exc)
             continue
@@ -142,11 +157,6 @@ def samples_from_folder(folder: str | Path, max_empty_ratio: float = 1.0) -> lis
             samples.append(Sample(group, pair.image, pair.mask, i, tumour_type=tumour_type))
     if unpaired:
         log.warning("%d image(s) without a mask were left out", unpaired)
-    if not samples:
-        raise ValueError(
-            f"{folder}: no image/mask pairs to train on. Name masks NAME_mask.png beside "
-            "NAME.png, or put images/ and masks/ folders with the same file names (see README)."
-        )
     return samples
 
 
@@ -486,6 +496,7 @@ def add_training_pair(folder: str | Path, image: np.ndarray, labels: np.ndarray,
         The image and mask paths written.
     """
     from .io import write_image, write_labels
+    from .naming import is_never_input
 
     image = np.asarray(image)
     labels = np.asarray(labels)
@@ -497,6 +508,8 @@ def add_training_pair(folder: str | Path, image: np.ndarray, labels: np.ndarray,
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "masks").mkdir(parents=True, exist_ok=True)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._") or "pair"
+    if is_never_input(Path(f"{safe}.tif")):  # "scan_pred", "x_mask": never read as a scan
+        safe = f"{safe}_image"
     img_ext, mask_ext = (".nii.gz", ".nii.gz") if image.ndim == 3 else (".tif", ".png")
     k = 1
     while True:

@@ -18,7 +18,9 @@ Pairing convention (used by the reader and by training)
 -------------------------------------------------------
 An image ``NAME.ext`` has a mask when ``NAME_mask.ext`` (any supported extension) lies beside it,
 or when the folder holds ``images/`` and ``masks/`` (or ``labels/``) sub-folders with files of the
-same stem. figshare ``.mat`` files carry their own mask.
+same stem. figshare ``.mat`` files carry their own mask. This package's predictions
+(``NAME_pred.ext``, formerly ``NAME_tumour.ext``) are never ground truth and never images; every
+name rule lives in :mod:`napari_brainseg.naming`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from .formats.dicom import _looks_like_dicom, is_dicom_file, read_dicom
 from .formats.figshare import read_mat, write_mat
 from .formats.nifti import read_nifti, write_image, write_nifti
 from .formats.raster import read_raster, write_raster
+from .naming import ground_truth_names, is_ground_truth, is_labels, is_never_input, layer_name
+from .naming import is_prediction as _is_prediction
 from .volume import (
     DICOM_SUFFIXES,
     IMAGE_DIRS,
@@ -44,7 +48,6 @@ from .volume import (
     MAX_VOXELS,
     MIN_SIDE,
     NIFTI_SUFFIXES,
-    PREDICTION_SUFFIX,
     RASTER_SUFFIXES,
     SUPPORTED_SUFFIXES,
     TUMOUR_TYPES,
@@ -115,10 +118,10 @@ def _find_mask(image_path: Path, lookup: Lookup) -> Path | None:
     listing made once), so pairing a folder costs one listing per folder, never one per image.
     """
     s = stem(image_path)
-    if s.endswith(MASK_SUFFIX):
+    if is_never_input(image_path):  # a mask, a prediction or an overlay has no mask
         return None
     variants = _suffix_variants(image_path)
-    found = lookup(image_path.parent, [f"{s}{MASK_SUFFIX}{x}" for x in variants])
+    found = lookup(image_path.parent, ground_truth_names(image_path, variants))
     if found is not None:
         return image_path.parent / found
     if image_path.parent.name.lower() in IMAGE_DIRS:
@@ -127,7 +130,7 @@ def _find_mask(image_path: Path, lookup: Lookup) -> Path | None:
         for mask_dir in MASK_DIRS:
             folder = image_path.parent.parent / mask_dir
             found = lookup(folder, names)
-            if found is not None:
+            if found is not None and is_ground_truth(folder / found):
                 return folder / found
     return None
 
@@ -158,10 +161,11 @@ class Pair:
 def find_pairs(folder: Path, recursive: bool = True) -> list[Pair]:
     """List the image files of a folder with their masks, by the README's pairing convention.
 
-    Masks themselves (``*_mask.*`` and files under ``masks/``/``labels/``) and this package's
-    predictions (``*_tumour.*``) are not listed as images. DICOM series are not listed (use
-    :func:`read_dicom`). Each folder is listed once: the time grows with the number of files,
-    not with its square.
+    Masks themselves (``*_mask.*`` and files under ``masks/``/``labels/``), this package's
+    predictions (``*_pred.*``, and the old ``*_tumour.*``), brain masks and overlays are not
+    listed as images (:func:`napari_brainseg.naming.is_never_input`). DICOM series are not
+    listed (use :func:`read_dicom`). Each folder is listed once: the time grows with the number
+    of files, not with its square.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -186,8 +190,7 @@ def find_pairs(folder: Path, recursive: bool = True) -> list[Pair]:
             continue
         if f.name.startswith("."):
             continue
-        if stem(f).endswith((MASK_SUFFIX, PREDICTION_SUFFIX)) or \
-                f.parent.name.lower() in MASK_DIRS:
+        if is_never_input(f):
             continue
         if suffix_of(f) in MAT_SUFFIXES:
             pairs.append(Pair(f, f))
@@ -208,17 +211,13 @@ def _read_with_mask(path: Path, with_mask: bool = True,
         return read_mat(path)
     if suffix in DICOM_SUFFIXES:
         return read_dicom(path)
-    is_prediction = stem(path).endswith(PREDICTION_SUFFIX)
-    is_mask = (stem(path).endswith(MASK_SUFFIX) or path.parent.name.lower() in MASK_DIRS
-               or is_prediction)
-    kind: Literal["image", "labels"] = "labels" if is_mask else "image"
+    kind: Literal["image", "labels"] = "labels" if is_labels(path) else "image"
     reader = read_nifti if suffix in NIFTI_SUFFIXES else read_raster
     image = reader(path, kind=kind)
-    if is_prediction:  # a saved prediction reopens as an editable labels layer, named as such
-        base = image.name[: -len(PREDICTION_SUFFIX)] if image.name.endswith(PREDICTION_SUFFIX) \
-            else image.name
-        image = replace(image, name=f"{base} prediction",
-                        metadata={**image.metadata, "prediction": True})
+    if kind == "labels":  # "NAME prediction", "NAME ground truth", "NAME brain mask"
+        image = replace(image, name=layer_name(path))
+    if _is_prediction(path):  # a saved prediction (or an old _tumour one) reopens as such
+        image = replace(image, metadata={**image.metadata, "prediction": True})
     out = [image]
     if kind == "image" and with_mask:
         if mask_path is False:

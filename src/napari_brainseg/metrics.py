@@ -290,3 +290,18 @@ def lesion_table(mask: np.ndarray, spacing: Sequence[float] | None = None,
     found.sort(key=lambda f: (-f[0], f[1]))
     return [Lesion(k, v, v * voxel_mm, unit, d, p, c, b)
             for k, (v, _i, d, p, c, b) in enumerate(found, start=1)]
+
+
+def corrected_slices(prediction: np.ndarray, labels: np.ndarray, axis: int = 0) -> list[int]:
+    """Indices along ``axis`` of the slices where ``labels`` differ from ``prediction``.
+
+    Both are label arrays of one shape (``(Y, X)`` gives ``[0]`` or ``[]``); any non-zero
+    value is tumour.
+    """
+    pred, lab = np.asarray(prediction) != 0, np.asarray(labels) != 0
+    if pred.shape != lab.shape:
+        raise ValueError(f"labels {lab.shape} and prediction {pred.shape} differ in shape")
+    if pred.ndim == 2:
+        return [0] if (pred != lab).any() else []
+    diff = np.moveaxis(pred != lab, axis, 0).reshape(pred.shape[axis], -1).any(axis=1)
+    return [int(i) for i in np.flatnonzero(diff)]

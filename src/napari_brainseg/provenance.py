@@ -5,10 +5,16 @@ result can be traced months later:
 
 - a mask's NIfTI header ``descrip`` (80 bytes: :func:`nifti_description`, e.g.
   ``napari-brainseg 0.1.0 model sha256:3f2a9c1d``);
-- a JSON sidecar beside each written mask, ``NAME_tumour.nii.gz.json`` (:func:`sidecar_path`);
+- a JSON sidecar beside each written mask, ``NAME_pred.nii.gz.json`` (:func:`sidecar_path`);
 - ``results.csv.json`` beside ``results.csv``, by the same rule (a comment line inside the CSV
   would trip CSV readers);
 - the study's ``config.json`` (key ``provenance``).
+
+A prediction the user corrected in the viewer and saved through the plugin's writer is *marked
+corrected*: its sidecar gets ``"corrected": true``, ``"corrected_slices"`` (how many slices
+differ from the model's prediction) and ``"corrected_slice_indices"`` (:func:`record_correction`).
+``brainseg train --labels-from RESULTS`` trains only on predictions so marked
+(:func:`is_corrected`).
 
 Records never hold patient identifiers: no input paths or file names, no patient ids; only the
 model file's *name* (models are named by their trainer, not after patients) and its hash. A
@@ -21,17 +27,17 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .naming import SIDECAR_SUFFIX as SIDECAR_SUFFIX
+from .naming import sidecar_path as _sidecar_path
 
 #: The NIfTI-1 ``descrip`` field holds at most 80 bytes.
 DESCRIP_BYTES = 80
-#: Suffix of the JSON sidecar written beside each mask.
-SIDECAR_SUFFIX = ".json"
 
 _HASHES: dict[tuple[str, int, int], str] = {}
 
@@ -104,8 +110,7 @@ def nifti_description(rec: Mapping[str, Any]) -> bytes:
 
 def sidecar_path(mask_path: str | Path) -> Path:
     """The JSON sidecar of a written mask: the mask's full name plus ``.json``."""
-    p = Path(mask_path)
-    return p.with_name(p.name + SIDECAR_SUFFIX)
+    return _sidecar_path(mask_path)
 
 
 def is_ours(path: str | Path) -> bool:
@@ -135,3 +140,63 @@ def write_json(path: str | Path, rec: Mapping[str, Any]) -> Path | None:
 def write_sidecar(mask_path: str | Path, rec: Mapping[str, Any]) -> Path | None:
     """Write ``rec`` beside a mask as ``MASK.json`` (see :func:`write_json`)."""
     return write_json(sidecar_path(mask_path), rec)
+
+
+def read_ours(path: str | Path) -> dict[str, Any] | None:
+    """The record in ``path`` when it is a provenance file this package wrote, else None."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) and data.get("software") == "napari-brainseg" else None
+
+
+def is_corrected(mask_path: str | Path) -> bool:
+    """Whether the prediction ``mask_path`` is marked corrected (its sidecar says so)."""
+    rec = read_ours(sidecar_path(mask_path))
+    return bool(rec and rec.get("corrected") is True)
+
+
+def record_correction(mask_path: str | Path, corrected: Sequence[int],
+                      origin: str | Path | None = None,
+                      model: str | Path | None = None) -> Path | None:
+    """Write ``MASK.json`` saying whether a saved prediction was corrected, and where.
+
+    Parameters
+    ----------
+    mask_path : path
+        The labels file just saved.
+    corrected : sequence of int
+        Indices of the slices (along the axis the prediction was made on; ``[0]`` for a 2D
+        image) where the saved labels differ from the prediction they started from.
+    origin : path, optional
+        The prediction file the labels were opened from, when they were: its record (version,
+        model, options) is carried over.
+    model : path, optional
+        The model that made the prediction when no record exists yet (a prediction made in the
+        viewer): its file name and SHA-256 are recorded when it is a file.
+
+    Returns
+    -------
+    Path or None
+        The sidecar written, or None when a user's file of that name was left alone.
+
+    Notes
+    -----
+    Corrections add up: a prediction marked corrected stays corrected when it is opened, edited
+    and saved again, and ``corrected_slices`` counts every slice changed in any of those saves.
+    """
+    side = sidecar_path(mask_path)
+    base = read_ours(side)
+    if base is None and origin is not None:
+        base = read_ours(sidecar_path(origin))
+    if base is None:
+        known = model is not None and Path(model).is_file()
+        base = record(model_path=model if known else None)
+        if model is not None and not known:
+            base["model"] = {"label": Path(str(model)).name}
+    before = set(base.get("corrected_slice_indices") or []) if base.get("corrected") else set()
+    indices = sorted(before | {int(i) for i in corrected})
+    rec = {**base, "corrected": bool(indices), "corrected_slices": len(indices),
+           "corrected_slice_indices": indices}
+    return write_json(side, rec)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -600,27 +599,3 @@ def apply_mask(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     if image.shape != mask.shape:
         raise ValueError(f"mask shape {mask.shape} differs from image shape {image.shape}")
     return np.where(mask, image, image.min()).astype(image.dtype, copy=False)
-
-
-def stripped_path_for(mask_path: str | Path) -> Path:
-    """Where the skull-stripped image of a brain mask goes (``brainseg skull-strip --masked``).
-
-    One rule for every name: beside the mask, with the mask's name and its final word ``mask``
-    replaced by ``stripped``, or ``_stripped`` added when the name does not end in ``mask``:
-
-    - ``ch2_brain_mask.nii.gz`` -> ``ch2_brain_stripped.nii.gz``
-    - ``brain_mask.nii.gz`` -> ``brain_stripped.nii.gz``
-    - ``head.nii.gz`` -> ``head_stripped.nii.gz``
-
-    A NIfTI mask gives a NIfTI image; any other format a TIFF (it holds the scan's intensities,
-    which a PNG cannot).
-    """
-    from .volume import NIFTI_SUFFIXES, stem, suffix_of
-
-    mask_path = Path(mask_path)
-    name = stem(mask_path)
-    ext = ".nii.gz" if suffix_of(mask_path) in NIFTI_SUFFIXES else ".tif"
-    head = name[:-4]
-    if name.lower().endswith("mask") and (head == "" or head[-1] in "_-. "):
-        return mask_path.with_name(f"{head}stripped{ext}")
-    return mask_path.with_name(f"{name}_stripped{ext}")

@@ -10,12 +10,28 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
+# What a file is called (suffixes, masks, predictions) is decided in one place, naming.py; these
+# names stay importable from here and from io.
+from .naming import DICOM_SUFFIXES as DICOM_SUFFIXES
+from .naming import IMAGE_DIRS as IMAGE_DIRS
+from .naming import MASK_DIRS as MASK_DIRS
+from .naming import MASK_SUFFIX as MASK_SUFFIX
+from .naming import MAT_SUFFIXES as MAT_SUFFIXES
+from .naming import NIFTI_SUFFIXES as NIFTI_SUFFIXES
+from .naming import PREDICTION_SUFFIX as PREDICTION_SUFFIX
+from .naming import RASTER_SUFFIXES as RASTER_SUFFIXES
+from .naming import SUPPORTED_SUFFIXES as SUPPORTED_SUFFIXES
+from .naming import stem as stem
+from .naming import suffix_of as suffix_of
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +52,7 @@ MIN_SIDE = 8
 #: views, made by rolling napari's axes, show the head upright).
 DISPLAY_AXCODES = ("L", "P", "I")
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-MAT_SUFFIXES = (".mat",)
-DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-SUPPORTED_SUFFIXES = NIFTI_SUFFIXES + MAT_SUFFIXES + DICOM_SUFFIXES + RASTER_SUFFIXES
-MASK_SUFFIX = "_mask"
-#: What this package's segmentation outputs end with (``NAME_tumour.ext``): predictions, never
-#: scans to segment again nor ground truth.
-PREDICTION_SUFFIX = "_tumour"
-MASK_DIRS = ("masks", "labels")
-IMAGE_DIRS = ("images",)
-
 TUMOUR_TYPES = {1: "meningioma", 2: "glioma", 3: "pituitary"}
-_LONGEST_FIRST = tuple(sorted(SUPPORTED_SUFFIXES, key=len, reverse=True))  # .nii.gz before .gz
 
 
 class ReadError(ValueError):
@@ -153,25 +156,6 @@ def label_dtype(labels: np.ndarray, allowed: Sequence[type], where: str) -> type
     kinds = ", ".join(np.dtype(d).name for d in allowed)
     raise ValueError(f"{where}: label values {lo}..{hi} do not fit this format ({kinds}); "
                      "save as .nii.gz or .tif, or renumber the labels")
-
-
-def stem(path: Path) -> str:
-    """Return the file name without its (possibly double) suffix: ``a.nii.gz`` -> ``a``."""
-    name = path.name
-    lower = name.lower()
-    for suffix in _LONGEST_FIRST:
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
-def suffix_of(path: Path) -> str:
-    """Return the lower-case suffix this package knows, ``.nii.gz`` included, or ``''``."""
-    name = path.name.lower()
-    for suffix in _LONGEST_FIRST:
-        if name.endswith(suffix):
-            return suffix
-    return ""
 
 
 def is_supported_file(path: Path) -> bool:
@@ -285,6 +269,28 @@ def check_memory(n_voxels: int, bytes_per_voxel: float, path: Path, what: str = 
         )
 
 
+#: What the scan being read is for, and its peak bytes per voxel: set by :func:`reading_for`.
+_PURPOSE: ContextVar[tuple[str, float] | None] = ContextVar("brainseg_read_purpose",
+                                                            default=None)
+
+
+@contextmanager
+def reading_for(what: str, bytes_per_voxel: float) -> Iterator[None]:
+    """Within this block, every reader also checks the job the scan is read for.
+
+    ``with reading_for("segmenting", SEGMENT_BYTES_PER_VOXEL): vols = read(path)`` makes each
+    reader's header check (:func:`_check_size`, before any pixel is read) also refuse a scan
+    whose ``what`` would need more memory than is free, so a scan too large to segment is
+    refused without being read first. The setting is local to the thread (a widget's worker
+    sets its own).
+    """
+    token = _PURPOSE.set((what, float(bytes_per_voxel)))
+    try:
+        yield
+    finally:
+        _PURPOSE.reset(token)
+
+
 def _memory(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
@@ -293,7 +299,8 @@ def _check_size(shape: Sequence[int], path: Path, itemsize: int = 1) -> None:
     """Refuse a shape too large or too small before anything is read.
 
     Too large: more than :data:`MAX_VOXELS`, or a peak memory of reading ``itemsize``-byte
-    voxels beyond what :func:`check_memory` allows.
+    voxels beyond what :func:`check_memory` allows, or (inside :func:`reading_for`) of the job
+    the scan is read for beyond the memory free.
     """
     if any(int(s) < 1 for s in shape):
         raise ReadError(
@@ -307,6 +314,9 @@ def _check_size(shape: Sequence[int], path: Path, itemsize: int = 1) -> None:
             f"{MAX_VOXELS:,} this tool loads at once. Crop or downsample it first."
         )
     check_memory(n, read_bytes_per_voxel(itemsize), path)
+    purpose = _PURPOSE.get()
+    if purpose is not None:  # the job after the read: only the memory free limits it
+        check_memory(n, purpose[1], path, what=purpose[0], limit=2**62)
     spatial = sorted(int(s) for s in shape if s > 1)
     if len(spatial) < 2 or spatial[-2] < MIN_SIDE:
         raise ReadError(

@@ -464,7 +464,7 @@ def _fail_writes(c: Ctx, err: int, text: str) -> None:
 
 def _old_result(c: Ctx) -> Path:
     out = c.out()
-    (out / "scan_tumour.png").write_bytes(b"old result")
+    (out / "scan_pred.png").write_bytes(b"old result")
     return out
 
 
@@ -487,12 +487,12 @@ def existing_output(c: Ctx) -> list[str]:
 
 
 def _old_result_kept(c: Ctx) -> None:
-    assert (c.d / "out" / "scan_tumour.png").read_bytes() == b"old result"
+    assert (c.d / "out" / "scan_pred.png").read_bytes() == b"old result"
     assert (c.d / "out" / "keep.txt").read_text() == "user file"
 
 
 def _unicode_written(c: Ctx) -> None:
-    assert (c.d / "out" / "scan ü 脑 (1)_tumour.png").exists()
+    assert (c.d / "out" / "scan ü 脑 (1)_pred.png").exists()
 
 
 def _train_args(folder: Callable[[Path], Path], *extra: str) -> Callable[[Ctx], list[str]]:
@@ -559,10 +559,10 @@ def _same_stem_two_formats(c: Ctx) -> list[str]:
 
 def _both_kept(c: Ctx) -> None:
     out = c.d / "out"
-    assert (out / "scan_png_tumour.png").exists() and (out / "scan_jpg_tumour.png").exists()
-    assert not (out / "scan_tumour.png").exists()
-    assert (out / "overlays" / "scan_png_tumour.png").exists()
-    assert (out / "overlays" / "scan_jpg_tumour.png").exists()
+    assert (out / "scan_png_pred.png").exists() and (out / "scan_jpg_pred.png").exists()
+    assert not (out / "scan_pred.png").exists()
+    assert (out / "overlays" / "scan_png_pred_overlay.png").exists()
+    assert (out / "overlays" / "scan_jpg_pred_overlay.png").exists()
 
 
 def _garbage_ground_truth(c: Ctx) -> list[str]:
@@ -576,7 +576,7 @@ def _all_segmented(c: Ctx) -> None:
     rows = list(csv.DictReader((c.d / "out" / "results.csv").open(encoding="utf-8")))
     assert [r["status"] for r in rows] == ["ok"] * 3
     assert "ground-truth mask not used" in rows[0]["error"]
-    assert len(list((c.d / "out" / "images").glob("*_tumour.png"))) == 3
+    assert len(list((c.d / "out" / "images").glob("*_pred.png"))) == 3
 
 
 def _overlay_lost(c: Ctx) -> list[str]:
@@ -727,7 +727,7 @@ CASES += [
          lambda c: [str(_pairs(c.d)), "--out", str(c.d / "study"), "-q"], 2, "cannot fill 5 folds",
          check=_no_study),
     Case("segment-same-name-two-formats", "scan.png and scan.jpg in one folder (both would be "
-         "scan_tumour.png)", "segment", _same_stem_two_formats, 0, "2 segmented",
+         "scan_pred.png)", "segment", _same_stem_two_formats, 0, "2 segmented",
          check=_both_kept),
     Case("segment-garbage-ground-truth", "a paired ground-truth mask that is not an image",
          "segment", _garbage_ground_truth, 0, r"ground-truth mask not used \(.*\); no Dice",
@@ -872,7 +872,7 @@ def _csv_full_disk(c: Ctx) -> list[str]:
 
 
 def _masks_written(c: Ctx) -> None:
-    assert len(list((c.d / "out" / "images").glob("*_tumour.png"))) == 3
+    assert len(list((c.d / "out" / "images").glob("*_pred.png"))) == 3
     assert not (c.d / "out" / "results.csv").exists()
 
 
@@ -1177,7 +1177,7 @@ def qform_sform_differ(c: Ctx) -> list[str]:
 
 def _same_transforms(c: Ctx) -> None:
     scan = nib.load(str(c.d / "two-transforms.nii.gz"))
-    mask = nib.load(str(c.d / "out" / "two-transforms_tumour.nii.gz"))
+    mask = nib.load(str(c.d / "out" / "two-transforms_pred.nii.gz"))
     for get in ("get_qform", "get_sform"):
         (a, ca), (b, cb) = getattr(scan, get)(coded=True), getattr(mask, get)(coded=True)
         assert ca == cb and np.allclose(a, b), (get, a, b)
@@ -1373,14 +1373,14 @@ def _mono1_global(c: Ctx) -> None:
 def _sagittal_segmented_as_2d(c: Ctx) -> None:
     rows = list(csv.DictReader((c.d / "out" / "results.csv").open(encoding="utf-8")))
     assert rows[0]["status"] == "ok" and rows[0]["tumour_area_mm2"] != ""
-    mask = nib.load(str(c.d / "out" / "sagittal_tumour.nii.gz"))
+    mask = nib.load(str(c.d / "out" / "sagittal_pred.nii.gz"))
     assert mask.shape == (1, 30, 40)
 
 
 def _long_name_batch_went_on(c: Ctx) -> None:
     rows = list(csv.DictReader((c.d / "out" / "results.csv").open(encoding="utf-8")))
     assert [r["status"] for r in rows] == ["ok", "failed"]
-    assert (c.d / "out" / "a_tumour.png").exists()
+    assert (c.d / "out" / "a_pred.png").exists()
 
 
 def _csv_names_escaped(c: Ctx) -> None:

@@ -17,6 +17,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QAbstractItemView, QStyledItemDelegate
 
+from napari_brainseg import _writer
 from napari_brainseg._reader import prediction_colormap
 
 from ._base import _grey_data, _layer_scale, _WorkerWidget
@@ -196,8 +197,9 @@ class SegmentWidget(_WorkerWidget):
         return job(), done
 
 
-#: Layer metadata key holding the model's own mask, to tell corrected slices from the rest.
-PREDICTION_KEY = "brainseg_prediction"
+#: Layer metadata key holding the model's own mask, to tell corrected slices from the rest
+#: (the writer marks a saved prediction corrected by it).
+PREDICTION_KEY = _writer.PREDICTION_KEY
 
 
 def go_to_slice(viewer: napari.viewer.Viewer, layer: Labels, axis: int, index: int) -> None:
@@ -524,9 +526,7 @@ class BatchSegmentWidget(_WorkerWidget):
         r = self._results[row]
         try:
             self.viewer.open(str(r.source), plugin="napari-brainseg")
-            if r.output is not None:
-                layers = self.viewer.open(str(r.output), plugin="napari-brainseg")
-                for lyr in layers:
-                    lyr.name = f"{r.source.name} tumour (saved)"
+            if r.output is not None:  # a Labels layer "NAME prediction" in prediction colours
+                self.viewer.open(str(r.output), plugin="napari-brainseg")
         except Exception as exc:  # the reader notifies itself; keep napari alive regardless
             show_error(f"napari-brainseg: could not open {r.source.name}: {exc}")

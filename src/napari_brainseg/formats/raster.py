@@ -9,9 +9,9 @@ from typing import Literal
 
 import numpy as np
 
+from napari_brainseg.naming import layer_name
 from napari_brainseg.volume import (
     LABEL_DTYPES,
-    MASK_SUFFIX,
     ReadError,
     Volume,
     _check_size,
@@ -132,8 +132,7 @@ def read_raster(path: Path, kind: Literal["image", "labels"] = "image") -> Volum
     data = _values(arr, path, kind, warnings)
     return Volume(
         data=data, spacing=(1.0,) * data.ndim, kind=kind,
-        name=stem(path) if kind == "image" else f"{stem(path)[: -len(MASK_SUFFIX)]} ground truth"
-        if stem(path).endswith(MASK_SUFFIX) else stem(path),
+        name=stem(path) if kind == "image" else layer_name(path),
         source=path, metadata={"format": suffix_of(path)[1:]}, warnings=tuple(warnings),
     )
 
