@@ -39,7 +39,7 @@ import numpy as np
 from . import __version__
 from .data import Sample, single_slice_groups, split_indices
 from .io import atomic_write
-from .losses import LOSS_NAMES, LossConfig
+from .losses import LOSS_NAMES, LOSS_PARAMETERS, LossConfig
 from .metrics import evaluate
 from .model import UNetConfig
 from .progress import drain
@@ -133,9 +133,18 @@ class StudyConfig:
 
     def loss_config(self, loss: str, alpha: float | None, gamma: float | None = None,
                     beta: float | None = None) -> LossConfig:
-        """The LossConfig of one trial (gamma defaults to the config's)."""
-        kw = {} if beta is None else {"beta": beta}
-        return LossConfig(loss, alpha=alpha, gamma=self.gamma if gamma is None else gamma, **kw)
+        """The LossConfig of one trial (a loss that takes gamma gets the config's by default)."""
+        kw: dict[str, Any] = {} if beta is None else {"beta": beta}
+        if "gamma" in LOSS_PARAMETERS[loss]:  # others would log it as ignored on every trial
+            kw["gamma"] = self.gamma if gamma is None else gamma
+        return LossConfig(loss, alpha=alpha, **kw)
+
+    def ignored_alphas(self) -> list[str]:
+        """Candidate alphas given for a compared loss that has no alpha (never tried)."""
+        return [f"{loss}={','.join('none' if a is None else f'{a:g}' for a in alphas)}"
+                for loss, alphas in self.alphas.items()
+                if loss in self.losses and "alpha" not in LOSS_PARAMETERS.get(loss, ())
+                and any(a is not None for a in alphas)]
 
     def train_config(self, loss: str, params: dict[str, Any], epochs: int) -> TrainConfig:
         """Training settings of one run (no early stopping: epochs are tuned explicitly)."""
@@ -449,6 +458,10 @@ def iter_study(samples: Sequence[Sample], out_dir: str | Path,
             "every patient/volume holds a single slice (%d slices, patient = file name): if "
             "several files come from one patient, give --groups FILE.csv or --group-by REGEX, "
             "or slices of one patient can land in different folds", len(samples))
+    if ignored := cfg.ignored_alphas():
+        log.warning("alphas %s are ignored: those losses have no alpha (alpha applies to %s)",
+                    " ".join(ignored),
+                    ", ".join(n for n, used in LOSS_PARAMETERS.items() if "alpha" in used))
     cfg_dict = json.loads(json.dumps(cfg.to_dict()))
     cfg_dict["data"] = _data_fingerprint(samples, plans)
     if saved is not None and not _same_study(saved, cfg_dict):
