@@ -362,3 +362,15 @@ def test_napari_writer_refuses_a_layer_without_a_dicom_series(tmp_path):
         write_dicom_seg_layer(str(tmp_path / "x.dcm"), np.ones((8, 64, 64), np.uint8),
                               {"name": "painted", "metadata": {"format": "nifti"}})
     assert not (tmp_path / "x.dcm").exists()
+
+
+def test_a_series_read_by_a_relative_path_still_exports_after_a_change_of_folder(
+        tmp_path, monkeypatch):
+    series = write_series(tmp_path / "exam", n=3)
+    monkeypatch.chdir(tmp_path)
+    (volume,) = read_dicom(Path("exam"))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # napari's working folder is anyone's guess
+    _, frames = frames_by_instance(write_dicom_seg(np.ones(volume.data.shape), volume,
+                                                   tmp_path / "s.dcm"))
+    assert sorted(frames) == sorted(u for _, u, _, _ in series)

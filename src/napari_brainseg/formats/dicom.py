@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -287,7 +288,7 @@ def _instances(datasets: list[tuple[Path, Any]]) -> dict[str, tuple[str, ...]]:
     """The stacked images' SOP Instance UIDs and files, in stacking order (DICOM SEG needs them)."""
     return {"dicom_instances": tuple(str(getattr(ds, "SOPInstanceUID", "") or "")
                                      for _, ds in datasets),
-            "dicom_files": tuple(str(f) for f, _ in datasets)}
+            "dicom_files": tuple(os.path.abspath(f) for f, _ in datasets)}
 
 
 def display_to_instances(labels: np.ndarray, volume: Volume) -> np.ndarray:
