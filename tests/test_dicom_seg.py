@@ -374,3 +374,35 @@ def test_a_series_read_by_a_relative_path_still_exports_after_a_change_of_folder
     _, frames = frames_by_instance(write_dicom_seg(np.ones(volume.data.shape), volume,
                                                    tmp_path / "s.dcm"))
     assert sorted(frames) == sorted(u for _, u, _, _ in series)
+
+
+def test_each_series_of_a_multi_series_folder_gets_its_own_seg(tmp_path, tiny_model):
+    import pydicom
+
+    from napari_brainseg.batch import iter_segment_folder
+    from napari_brainseg.predict import Predictor
+    from napari_brainseg.progress import drain
+
+    folder = tmp_path / "in" / "exam"  # two series in one folder
+    folder.mkdir(parents=True)
+    uids = {}
+    for name, uid, n in (("a", "1.2.826.0.1.3680043.8.498.31", 3),
+                         ("b", "1.2.826.0.1.3680043.8.498.32", 4)):
+        series = write_series(tmp_path / name, n=n, uid=uid)
+        uids[uid] = {u for _, u, _, _ in series}
+        for p, *_ in series:
+            p.rename(folder / f"{name}_{p.name}")
+    results = drain(iter_segment_folder(tmp_path / "in", tmp_path / "out",
+                                        Predictor.from_checkpoint(tiny_model),
+                                        skull_strip=False, dicom_seg=True))
+    assert [r.status for r in results] == ["ok", "ok"]
+    segs = [dicom_seg_path(r.output) for r in results]
+    assert len(set(segs)) == 2
+    for seg in segs:
+        ds = pydicom.dcmread(seg)
+        series_uid = ds.ReferencedSeriesSequence[0].SeriesInstanceUID
+        referenced = {i.ReferencedSOPInstanceUID
+                      for i in ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+        assert referenced == uids[series_uid]
+    assert {pydicom.dcmread(s).ReferencedSeriesSequence[0].SeriesInstanceUID
+            for s in segs} == set(uids)
