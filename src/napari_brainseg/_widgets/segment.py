@@ -11,10 +11,12 @@ from magicgui.widgets import (
     Container,
     FloatSlider,
     FloatSpinBox,
+    ProgressBar,
     create_widget,
 )
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QAbstractItemView, QStyledItemDelegate
 
 from napari_brainseg import _writer
@@ -418,6 +420,16 @@ def show_largest_lesion(viewer: napari.viewer.Viewer, layer: Labels, mask: np.nd
             viewer.dims.set_point(ax, world[ax - lead])
 
 
+class _SliceRelay(QObject):
+    """Carries slice progress from the worker thread to the widget.
+
+    The core reports slices through a callback that runs in the worker; a queued signal lets
+    only the main thread touch the bar.
+    """
+
+    moved = Signal(int, int)
+
+
 class BatchSegmentWidget(_WorkerWidget):
     """Segment every scan of a folder; results appear in a table as files finish.
 
@@ -444,9 +456,14 @@ class BatchSegmentWidget(_WorkerWidget):
         self.table.read_only = True
         self.table.native.cellDoubleClicked.connect(self._open_row)
         self._results: list[Any] = []
+        # The scan being segmented moves its own bar, slice by slice, inside the file bar.
+        self.slice_progress = ProgressBar(value=0, min=0, max=1, label="slices")
+        self._slices = _SliceRelay()
+        self._slices.moved.connect(self._on_slices)
+        buttons, files, status = self._controls()
         self.extend([self.input, self.output, self.model, *_option_widgets(self), self.skull,
-                     self.overwrite, self.overlays, self.uncertain, *self._controls(),
-                     self.table])
+                     self.overwrite, self.overlays, self.uncertain, buttons, files,
+                     self.slice_progress, status, self.table])
 
     def _batch_job(self) -> Any:
         from napari_brainseg.batch import iter_segment_folder, list_inputs
@@ -469,6 +486,8 @@ class BatchSegmentWidget(_WorkerWidget):
         if total == 0:
             show_error(f"napari-brainseg: no scans found in {src}")
             return None
+        self.progress.max, self.progress.value = total, 0
+        self.slice_progress.value = 0
         self._results = []
         self._rows = []
         self.table.value = _columns([])
@@ -484,7 +503,7 @@ class BatchSegmentWidget(_WorkerWidget):
             done_n = 0
             for r in iter_segment_folder(src, dst, predictor, skull_strip=skull,
                                          overwrite=overwrite, overlays=overlays, items=items,
-                                         uncertainty=u_opts):
+                                         uncertainty=u_opts, on_slices=self._slices.moved.emit):
                 done_n += 1
                 yield (r, done_n, total)
             return None
@@ -506,6 +525,13 @@ class BatchSegmentWidget(_WorkerWidget):
                 show_error(f"napari-brainseg: {n_fail} file(s) failed; see the table")
 
         return job(), done
+
+    def _on_slices(self, done: int, total: int) -> None:
+        """The scan being segmented reached slice ``done`` of ``total`` (main thread)."""
+        self.slice_progress.max = max(int(total), 1)
+        self.slice_progress.value = int(done)
+        self.status.value = (f"file {len(self._results) + 1}/{self.progress.max}: slice "
+                             f"{done}/{total}")
 
     def _on_progress(self, item: Any) -> None:
         r, done_n, total = item
