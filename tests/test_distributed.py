@@ -49,10 +49,10 @@ def test_two_cpu_processes_train_like_one(tmp_path):
 
 
 def test_a_short_last_batch_is_padded_so_every_rank_gets_a_share():
-    from napari_brainseg.train import Distributed, _rank_share
+    from napari_brainseg.distributed import Distributed, rank_share
 
     order = list(range(10))
-    assert [_rank_share(order[8:], order, Distributed(r, 3, r)) for r in range(3)] == \
+    assert [rank_share(order[8:], order, Distributed(r, 3, r)) for r in range(3)] == \
         [[8], [9], [0]]
-    assert [_rank_share(order[:4], order, Distributed(r, 2, r)) for r in range(2)] == \
+    assert [rank_share(order[:4], order, Distributed(r, 2, r)) for r in range(2)] == \
         [[0, 2], [1, 3]]

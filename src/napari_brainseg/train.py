@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Generator, Sequence
@@ -34,6 +32,15 @@ from torch.utils.data import DataLoader
 
 from .data import EvalSet, Sample, TrainingSet
 from .devices import Device, check_device, pick_device
+from .distributed import (  # noqa: F401 (Distributed: part of this module's API)
+    Distributed,
+    check_batch_size,
+    distributed_from_env,
+    rank_device,
+    rank_share,
+    sum_over_ranks,
+    wrap,
+)
 from .losses import LossConfig, make_loss
 from .metrics import Counts, confusion, scores
 from .model import (
@@ -46,6 +53,7 @@ from .model import (
 )
 from .preprocess import DEFAULT_NORMALISATION
 from .progress import drain
+from .train_paths import check_output_path, check_resume_target, last_path_for
 
 log = logging.getLogger(__name__)
 
@@ -196,12 +204,6 @@ def weights_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def last_path_for(out: Path) -> Path:
-    """``model.pt`` -> ``model.last.pt``."""
-    out = Path(out)
-    return out.with_name(f"{out.stem}.last{out.suffix or '.pt'}")
-
-
 def _evaluate(model: UNet, loader: DataLoader, loss_fn: Any, device: torch.device,
               threshold: float, epoch: int = 0,
               ) -> Generator[ValidationProgress, None, tuple[float, dict[str, float]]]:
@@ -218,42 +220,6 @@ def _evaluate(model: UNet, loader: DataLoader, loss_fn: Any, device: torch.devic
             counts = counts + confusion(pred.cpu().numpy(), (msk > 0.5).cpu().numpy())
             yield ValidationProgress(epoch, k, len(loader))
     return total_loss / max(n, 1), scores(counts)
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """A process's place in a ``torchrun`` launch (DistributedDataParallel)."""
-
-    rank: int
-    world: int
-    local_rank: int
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0 writes checkpoints and prints."""
-        return self.rank == 0
-
-
-def distributed_from_env() -> Distributed | None:
-    """Join the process group torchrun describes (``WORLD_SIZE`` > 1), else None.
-
-    ``nccl`` on GPUs, ``gloo`` on CPUs; the rendezvous comes from torchrun's environment
-    (``MASTER_ADDR``/``MASTER_PORT`` or ``--rdzv-endpoint``), so multi-node works unchanged.
-    """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return Distributed(dist.get_rank(), dist.get_world_size(),
-                       int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def _rank_share(idx: list[int], order: list[int], ddp: Distributed) -> list[int]:
-    """Return one rank's part of a global batch, padded from the epoch's order to split evenly."""
-    short = -len(idx) % ddp.world
-    return (idx + order[:short])[ddp.rank::ddp.world]
 
 
 @dataclass(frozen=True)
@@ -309,56 +275,175 @@ def _resume_state(ck: Checkpoint, name: str, cfg: TrainConfig) -> _ResumeState:
                         **state)
 
 
-def check_resume_target(resume: str | Path, out: str | Path) -> None:
-    """Refuse to resume ``resume`` into another run's files.
+@dataclass
+class _Best:
+    """Best-model tracking and the early-stopping count (what a ``.last.pt`` carries on).
 
-    A resumed run keeps its best epoch so far in its own ``OUT`` (the best model is only
-    rewritten when a later epoch beats it), so the checkpoint must be ``OUT.last.pt`` and ``OUT``
-    must exist; otherwise the run would end naming a model it never wrote.
+    Best = highest validation Dice, ties broken by a lower validation loss. Early stopping counts
+    epochs in which neither improved: a Dice still stuck at 0 while the loss falls is progress,
+    not a plateau.
     """
-    resume, out = Path(resume), Path(out)
-    if not resume.is_file():
-        return  # load_checkpoint says "no such checkpoint file"
-    if last_path_for(out).resolve() != resume.resolve():
-        model = resume.with_name(resume.stem.removesuffix(".last") + resume.suffix)
-        raise CheckpointError(
-            f"--resume {resume.name} continues the run whose model is {model.name}; give "
-            f"--out {model.name} (its best epoch so far is there), or copy both files to new "
-            "names first"
-        )
-    if not out.is_file():
-        raise CheckpointError(
-            f"{out.name}: the best model of the run to resume is missing (only {resume.name} "
-            f"is there); train again, or start a new run from it with --init {resume.name}"
-        )
+
+    score: float = -math.inf
+    epoch: int = 0
+    loss: float = math.inf  # breaks ties of the score (Dice is 0 for a while early on)
+    bad_epochs: int = 0
+
+    def update(self, epoch: int, score: float, loss: float, select: bool = True) -> bool:
+        """Record an epoch's score and monitored loss; return whether it is the best so far.
+
+        ``select=False`` (no validation set: nothing to select on) makes every epoch the best,
+        so the model kept is the one trained to the end.
+        """
+        is_best = not select or score > self.score + 1e-6 or (
+            abs(score - self.score) <= 1e-6 and loss < self.loss)
+        improved = score > self.score + 1e-4 or loss < self.loss - 1e-4
+        if is_best:
+            self.score, self.epoch = score, epoch
+        self.loss = min(self.loss, loss)
+        self.bad_epochs = 0 if improved else self.bad_epochs + 1
+        return is_best
+
+    def to_resume(self) -> dict[str, Any]:
+        """The resume-state entries (see :func:`_resume_state`)."""
+        return {"best_score": self.score, "best_epoch": self.epoch,
+                "bad_epochs": self.bad_epochs, "best_loss": self.loss}
 
 
-def check_output_path(out: str | Path) -> None:
-    """Refuse, before any epoch is trained, a model path that could not be written.
+@dataclass
+class _Start:
+    """Where a run starts: a new model, a fine-tuned one (``init``) or a resumed run."""
 
-    Raises
-    ------
-    ValueError
-        ``out`` (or its ``.last.pt``) is a folder, or its folder cannot be created or written.
+    model: UNet
+    config: TrainConfig
+    first_epoch: int = 1
+    best: _Best = field(default_factory=_Best)
+    history: list[EpochReport] = field(default_factory=list)
+    optimizer: dict[str, Any] | None = None
+    scheduler: dict[str, Any] | None = None
+
+
+def _restore(cfg: TrainConfig, out: Path, model_config: UNetConfig | None,
+             init: str | Path | None, resume: str | Path | None) -> _Start:
+    """Restore state: a resumed run, a checkpoint to fine-tune, or a new seeded model.
+
+    A resume brings back the run's model, settings (with this run's ``epochs`` and ``device``),
+    counters and optimiser states; ``init`` brings the weights and the intensity normalisation
+    they learned on.
     """
-    out = Path(out)
-    for p in (out, last_path_for(out)):
-        if p.is_dir():
-            raise ValueError(f"{p}: is a folder; the model path names a file, e.g. "
-                             f"{p / 'model.pt'}")
-    for folder in (out.parent, *out.parent.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                raise ValueError(f"{folder}: is a file, so no model can be saved inside it")
-            break
+    if resume is not None:
+        name = Path(resume).name
+        ck = load_checkpoint(resume)
+        if not ck.resume:
+            raise ValueError(f"{name} has no resume state; pass the .last.pt file")
+        check_resume_target(resume, out)
+        state = _resume_state(ck, name, cfg)
+        if state.epoch + 1 > state.config.epochs:
+            raise CheckpointError(
+                f"{name} already finished {state.epoch} "
+                f"epoch{'s' if state.epoch != 1 else ''} and --epochs is "
+                f"{state.config.epochs}: nothing to resume. Its model is {out.name}; to train "
+                f"longer, resume with more epochs (e.g. --epochs {state.epoch + 10})"
+            )
+        return _Start(ck.model, state.config, state.epoch + 1,
+                      _Best(state.best_score, state.best_epoch, state.best_loss,
+                            state.bad_epochs), state.history, ck.optimizer, state.scheduler)
+    if init is not None:
+        ck = load_checkpoint(init)
+        if ck.normalisation:
+            # The weights learned on intensities normalised this way; the default would feed
+            # the fine-tuned model a different input distribution.
+            cfg = replace(cfg, normalisation=dict(ck.normalisation))
+        return _Start(ck.model, cfg)
+    torch.manual_seed(cfg.seed)
+    return _Start(UNet(model_config or UNetConfig()), cfg)
+
+
+def _optimiser(model: UNet, cfg: TrainConfig, start: _Start,
+               resume: str | Path | None) -> tuple[torch.optim.Optimizer, Any]:
+    """Adam and the learning-rate schedule, with a resumed run's saved states loaded."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    scheduler: Any = None
+    if cfg.schedule == "plateau":
+        # On the loss, not the Dice: Dice sits at 0 for the first epochs while the model is still
+        # learning, and a plateau scheduler fed that would starve it of learning rate.
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
+                                                               patience=5)
+    elif cfg.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=out.parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise ValueError(f"{out.parent}: cannot write the model there "
-                         f"({exc.strerror or exc}); choose another folder") from exc
+        if start.optimizer:
+            optimizer.load_state_dict(start.optimizer)
+        if scheduler is not None and start.scheduler:
+            scheduler.load_state_dict(start.scheduler)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        raise CheckpointError(
+            f"{Path(str(resume)).name}: the saved optimizer or scheduler state does not fit "
+            f"this model ({type(exc).__name__}: {str(exc)[:80]}); the file was edited or "
+            "damaged. Resume from another .last.pt, or start from it with --init"
+        ) from exc
+    return optimizer, scheduler
+
+
+def _train_epoch(net: torch.nn.Module, model: UNet, train_set: TrainingSet, loss_fn: Any,
+                 optimizer: torch.optim.Optimizer, cfg: TrainConfig, epoch: int,
+                 device: torch.device, ddp: Distributed | None, val_steps: int,
+                 stop: threading.Event | None) -> Generator[BatchProgress, None, float | None]:
+    """Run one epoch of optimisation steps; return its mean loss (None: ``stop`` was set).
+
+    The batch order and the dropout are drawn from ``(seed, epoch)`` only, so a resumed run
+    repeats an uninterrupted one. Under DDP the loss is the mean over every rank's slices.
+    """
+    train_set.set_epoch(epoch)
+    order = torch.randperm(len(train_set),
+                           generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+    torch.manual_seed(cfg.seed * 1_000_003 + epoch  # dropout: reproducible per epoch
+                      + (ddp.rank * 7919 if ddp is not None else 0))
+    model.train()
+    steps = math.ceil(len(train_set) / cfg.batch_size)
+    running, seen = 0.0, 0
+    for step in range(steps):
+        if stop is not None and stop.is_set():
+            return None
+        idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size].tolist()
+        if ddp is not None:
+            idx = rank_share(idx, order.tolist(), ddp)
+        batch = [train_set[i] for i in idx]
+        img = torch.stack([b[0] for b in batch]).to(device)
+        msk = torch.stack([b[1] for b in batch]).to(device)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(net(img), msk)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss became {float(loss)} at epoch {epoch}; lower the learning "
+                "rate or check the images for extreme values"
+            )
+        loss.backward()
+        optimizer.step()
+        running += float(loss.detach()) * len(idx)
+        seen += len(idx)
+        yield BatchProgress(epoch, step + 1, steps, float(loss.detach()), val_steps=val_steps)
+    if ddp is not None:
+        running, seen = sum_over_ranks(running, seen, device)
+    return running / max(seen, 1)
+
+
+def _save_epoch(out: Path, model: UNet, cfg: TrainConfig, training_meta: dict[str, Any],
+                report: EpochReport, optimizer: torch.optim.Optimizer, scheduler: Any,
+                best: _Best, history: list[EpochReport]) -> None:
+    """Save: ``OUT`` when the epoch is the best, and ``OUT.last.pt`` with the resume state."""
+    metrics = {"epoch": report.epoch, "train_loss": report.train_loss,
+               "val_loss": report.val_loss, "val_dice": report.val_dice,
+               "val_precision": report.val_precision, "val_recall": report.val_recall}
+    if report.is_best:  # checkpoints copy the weights to the CPU themselves
+        save_checkpoint(out, model, cfg.normalisation, training_meta, metrics)
+    save_checkpoint(
+        last_path_for(out), model, cfg.normalisation, training_meta, metrics,
+        optimizer=optimizer.state_dict(),
+        resume={"epoch": report.epoch, **best.to_resume(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "history": [asdict(h) for h in history]},
+    )
 
 
 def iter_training(
@@ -391,88 +476,24 @@ def iter_training(
         Set it to stop after the current batch (a widget's Cancel).
 
     Launched by ``torchrun`` with more than one process, training is data-parallel
-    (DistributedDataParallel): every step's global batch of ``batch_size`` slices is split across
-    the ranks and their gradients are averaged, so the run follows the single-process one; only
-    rank 0 writes checkpoints. Without torchrun nothing changes.
+    (:mod:`napari_brainseg.distributed`): every step's global batch of ``batch_size`` slices is
+    split across the ranks and their gradients are averaged, so the run follows the
+    single-process one; only rank 0 writes checkpoints. Without torchrun nothing changes.
     """
     cfg = config or TrainConfig()
     out = Path(out)
-    last = last_path_for(out)
     ddp = distributed_from_env()
-    if ddp is not None and cfg.batch_size % ddp.world:
-        raise ValueError(f"batch size {cfg.batch_size} must be a multiple of the {ddp.world} "
-                         "processes (each takes an equal share of every batch)")
-    device = pick_device(cfg.device)
-    if ddp is not None and device.type == "cuda":
-        device = torch.device("cuda", ddp.local_rank)
-        torch.cuda.set_device(device)
+    check_batch_size(cfg.batch_size, ddp)
+    device = rank_device(pick_device(cfg.device), ddp)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    start_epoch = 1
-    history: list[EpochReport] = []
-    best_score, best_epoch, bad_epochs = -math.inf, 0, 0
-    best_loss = math.inf  # breaks ties of the score (Dice is 0 for a while early on)
-    optimizer_state = scheduler_state = None
     check_output_path(out)
-    if resume is not None:
-        ck = load_checkpoint(resume)
-        if not ck.resume:
-            raise ValueError(f"{Path(resume).name} has no resume state; pass the .last.pt file")
-        check_resume_target(resume, out)
-        model = ck.model
-        state = _resume_state(ck, Path(resume).name, cfg)
-        cfg = state.config
-        start_epoch = state.epoch + 1
-        if start_epoch > cfg.epochs:
-            raise CheckpointError(
-                f"{Path(resume).name} already finished {state.epoch} "
-                f"epoch{'s' if state.epoch != 1 else ''} and --epochs is "
-                f"{cfg.epochs}: nothing to resume. Its model is {out.name}; to train longer, "
-                f"resume with more epochs (e.g. --epochs {state.epoch + 10})"
-            )
-        best_score, best_epoch, bad_epochs = state.best_score, state.best_epoch, state.bad_epochs
-        best_loss, history = state.best_loss, state.history
-        optimizer_state = ck.optimizer
-        scheduler_state = state.scheduler
-    elif init is not None:
-        ck = load_checkpoint(init)
-        model = ck.model
-        if ck.normalisation:
-            # The weights learned on intensities normalised this way; the default would feed
-            # the fine-tuned model a different input distribution.
-            cfg = replace(cfg, normalisation=dict(ck.normalisation))
-    else:
-        torch.manual_seed(cfg.seed)
-        model = UNet(model_config or UNetConfig())
+    start = _restore(cfg, out, model_config, init, resume)
+    model, cfg, best, history = start.model, start.config, start.best, start.history
     model.to(device)
-    net: torch.nn.Module = model
-    if ddp is not None:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                      else None)
+    net = wrap(model, device, ddp)
     loss_fn = make_loss(cfg.loss)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    scheduler: Any = None
-    if cfg.schedule == "plateau":
-        # On the loss, not the Dice: Dice sits at 0 for the first epochs while the model is still
-        # learning, and a plateau scheduler fed that would starve it of learning rate.
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
-                                                               patience=5)
-    elif cfg.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    try:
-        if optimizer_state:
-            optimizer.load_state_dict(optimizer_state)
-        if scheduler is not None and scheduler_state:
-            scheduler.load_state_dict(scheduler_state)
-    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
-        raise CheckpointError(
-            f"{Path(str(resume)).name}: the saved optimizer or scheduler state does not fit "
-            f"this model ({type(exc).__name__}: {str(exc)[:80]}); the file was edited or "
-            "damaged. Resume from another .last.pt, or start from it with --init"
-        ) from exc
-
+    optimizer, scheduler = _optimiser(model, cfg, start, resume)
     train_set = TrainingSet(train_samples, cfg.patch_size, cfg.augment, cfg.normalisation,
                             cfg.seed)
     val_loader = DataLoader(EvalSet(val_samples, cfg.normalisation), batch_size=1) \
@@ -481,105 +502,49 @@ def iter_training(
         log.warning("every training mask is empty (no tumour pixel in %d slices): the model "
                     "will learn to find nothing; check the masks' values and pairing",
                     len(train_set))
-    steps = math.ceil(len(train_set) / cfg.batch_size)
     training_meta = cfg.to_dict()
     training_meta.update({"n_train": len(train_samples), "n_val": len(val_samples),
                           "init": str(init) if init else None})
     stopped_early = False
-    epoch = start_epoch - 1
-    for epoch in range(start_epoch, cfg.epochs + 1):
+    epoch = start.first_epoch - 1
+    for epoch in range(start.first_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
-        train_set.set_epoch(epoch)
-        order = torch.randperm(len(train_set),
-                               generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
-        torch.manual_seed(cfg.seed * 1_000_003 + epoch  # dropout: reproducible per epoch
-                          + (ddp.rank * 7919 if ddp is not None else 0))
-        model.train()
-        running, seen = 0.0, 0
-        for step in range(steps):
-            if stop is not None and stop.is_set():
-                return _result(out, last, best_epoch, best_score, epoch - 1, True, False, history)
-            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size].tolist()
-            if ddp is not None:
-                idx = _rank_share(idx, order.tolist(), ddp)
-            batch = [train_set[i] for i in idx]
-            img = torch.stack([b[0] for b in batch]).to(device)
-            msk = torch.stack([b[1] for b in batch]).to(device)
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(net(img), msk)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss became {float(loss)} at epoch {epoch}; lower the learning "
-                    "rate or check the images for extreme values"
-                )
-            loss.backward()
-            optimizer.step()
-            running += float(loss.detach()) * len(idx)
-            seen += len(idx)
-            yield BatchProgress(epoch, step + 1, steps, float(loss.detach()),
-                                val_steps=0 if val_loader is None else len(val_loader))
-        if ddp is not None:  # the epoch's loss over all ranks
-            import torch.distributed as dist
-
-            tot = torch.tensor([running, float(seen)], dtype=torch.float64, device=device)
-            dist.all_reduce(tot)
-            running, seen = float(tot[0]), int(tot[1])
-        train_loss = running / max(seen, 1)
+        train_loss = yield from _train_epoch(net, model, train_set, loss_fn, optimizer, cfg,
+                                             epoch, device, ddp,
+                                             0 if val_loader is None else len(val_loader), stop)
+        if train_loss is None:  # cancelled mid-epoch: the previous epoch's files stand
+            return _result(out, best, epoch - 1, True, False, history)
         if val_loader is not None:
             val_loss, val = yield from _evaluate(model, val_loader, loss_fn, device,
                                                  cfg.threshold, epoch)
-            score = val["f1"]
+            score, monitored_loss = val["f1"], val_loss
         else:
-            val_loss, val = math.nan, {"f1": math.nan, "precision": math.nan, "recall": math.nan}
-            score = -train_loss
+            val_loss, val = math.nan, dict.fromkeys(("f1", "precision", "recall"), math.nan)
+            score, monitored_loss = -train_loss, train_loss
         lr = optimizer.param_groups[0]["lr"]
-        monitored_loss = val_loss if val_loader is not None else train_loss
-        if scheduler is not None:
-            if cfg.schedule == "plateau":
-                scheduler.step(monitored_loss)
-            else:
-                scheduler.step()
-        # Best = highest validation Dice, ties broken by a lower validation loss. Early stopping
-        # counts epochs in which neither improved: a Dice still stuck at 0 while the loss falls
-        # is progress, not a plateau.
-        is_best = score > best_score + 1e-6 or (abs(score - best_score) <= 1e-6
-                                                and monitored_loss < best_loss)
-        if val_loader is None:  # nothing to select on: the model is the one trained to the end
-            is_best = True
-        improved = score > best_score + 1e-4 or monitored_loss < best_loss - 1e-4
-        if is_best:
-            best_score, best_epoch = score, epoch
-        best_loss = min(best_loss, monitored_loss)
-        bad_epochs = 0 if improved else bad_epochs + 1
+        if cfg.schedule == "plateau":
+            scheduler.step(monitored_loss)
+        elif scheduler is not None:
+            scheduler.step()
+        is_best = best.update(epoch, score, monitored_loss, select=val_loader is not None)
         report = EpochReport(epoch, cfg.epochs, train_loss, val_loss, val["f1"], val["precision"],
                              val["recall"], lr, time.perf_counter() - t0, is_best)
         history.append(report)
-        metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                   "val_dice": val["f1"], "val_precision": val["precision"],
-                   "val_recall": val["recall"]}
-        if ddp is None or ddp.is_main:  # checkpoints copy the weights to the CPU themselves
-            if is_best:
-                save_checkpoint(out, model, cfg.normalisation, training_meta, metrics)
-            save_checkpoint(
-                last, model, cfg.normalisation, training_meta, metrics,
-                optimizer=optimizer.state_dict(),
-                resume={"epoch": epoch, "best_score": best_score, "best_epoch": best_epoch,
-                        "bad_epochs": bad_epochs, "best_loss": best_loss,
-                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                        "history": [asdict(h) for h in history]},
-            )
+        if ddp is None or ddp.is_main:
+            _save_epoch(out, model, cfg, training_meta, report, optimizer, scheduler, best,
+                        history)
         yield report
-        if cfg.patience is not None and bad_epochs >= cfg.patience:
+        if cfg.patience is not None and best.bad_epochs >= cfg.patience:
             stopped_early = True
             break
-    return replace(_result(out, last, best_epoch, best_score, epoch, False, stopped_early,
-                           history), weights_sha256=weights_digest(model))
+    return replace(_result(out, best, epoch, False, stopped_early, history),
+                   weights_sha256=weights_digest(model))
 
 
-def _result(out: Path, last: Path, best_epoch: int, best_score: float, epochs_run: int,
-            cancelled: bool, stopped_early: bool, history: list[EpochReport]) -> TrainResult:
-    return TrainResult(out, last, best_epoch, float(best_score), epochs_run, cancelled,
-                       stopped_early, list(history))
+def _result(out: Path, best: _Best, epochs_run: int, cancelled: bool, stopped_early: bool,
+            history: list[EpochReport]) -> TrainResult:
+    return TrainResult(out, last_path_for(out), best.epoch, float(best.score), epochs_run,
+                       cancelled, stopped_early, list(history))
 
 
 def train(*args: Any, **kwargs: Any) -> TrainResult:
