@@ -28,7 +28,7 @@ from scipy import ndimage as ndi
 
 from . import provenance
 from .formats.dicom import is_dicom_file
-from .formats.dicom_seg import dicom_seg_path, write_dicom_seg
+from .formats.dicom_seg import write_dicom_seg
 from .io import (
     ReadError,
     Volume,
@@ -41,6 +41,7 @@ from .metrics import Counts, confusion, scores
 from .naming import (
     DICOM_SUFFIXES,
     PREDICTION_SUFFIX,
+    dicom_seg_path,
     existing_prediction,
     is_never_input,
     is_prediction,
@@ -336,10 +337,10 @@ def iter_segment_folder(
     combines the parts' tables into ``results.csv``. Output names are chosen from *all* the
     inputs, so each part names its masks as one whole run would.
 
-    With ``dicom_seg`` each DICOM series also gets a DICOM SEG beside its mask (the mask's name
-    with ``.dcm``, :mod:`napari_brainseg.formats.dicom_seg`) that references the source images;
-    other inputs get a note saying that none was written. A skipped file whose SEG is missing
-    gets it from its existing mask.
+    With ``dicom_seg`` each DICOM series also gets a DICOM SEG beside its mask
+    (:func:`napari_brainseg.naming.dicom_seg_path`, :mod:`napari_brainseg.formats.dicom_seg`)
+    that references the source images; other inputs get a note saying that none was written.
+    A skipped file whose SEG is missing gets it from its existing mask.
     """
     root = Path(inputs)
     out_dir = Path(output)
@@ -621,6 +622,9 @@ def _scan_of(vols: list[Volume], src: Path) -> Volume:
     for v in vols:
         if v.kind == "image":
             return v
+    if is_prediction(src):
+        raise ReadError(f"{src.name}: this is a prediction of this package (labels), not a "
+                        "scan; give the scan itself.")
     raise ReadError(f"{src.name}: this is a mask (labels), not a scan; give the scan itself "
                     "(its mask is found by the pairing convention).")
 

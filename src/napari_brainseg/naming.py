@@ -11,6 +11,8 @@ prediction (tumour mask)  ``OUT/<sub-folders>/NAME_pred.nii.gz``       ``brainse
                           / ``.tif`` (2D images)                       Labels "NAME prediction"
 ... two inputs, one name  ``NAME_jpg_pred.png``, ``NAME_dicom_pred``   (``scan.png`` + ``scan.jpg``)
 ... multi-series input    ``NAME_seriesK_pred.nii.gz``                 one per series, K from 1
+... as DICOM SEG          ``NAME_pred.dcm`` beside the NIfTI mask      ``--dicom-seg`` (DICOM
+                                                                       series); never an input
 old prediction            ``NAME_tumour.ext``                          versions before 0.2; read
                                                                        as a prediction
 overlay (quick look)      ``OUT/overlays/<sub-folders>/NAME_pred``     ``--overlays``; a picture,
@@ -69,6 +71,8 @@ OVERLAY_SUFFIX = "_overlay"
 SIDECAR_SUFFIX = ".json"
 #: Series K of a multi-series input: ``NAME_seriesK`` before the prediction suffix.
 SERIES_WORD = "_series"
+#: A prediction as a DICOM SEG (``--dicom-seg``): the NIfTI mask's name with this suffix.
+DICOM_SEG_SUFFIX = ".dcm"
 
 
 # --------------------------------------------------------------------------- parts of a name
@@ -266,6 +270,16 @@ def overlay_path(dest: str | Path, out_dir: str | Path) -> Path:
     except ValueError:
         rel = Path()
     return out_dir / OVERLAY_DIR / rel / f"{stem(dest)}{OVERLAY_SUFFIX}.png"
+
+
+def dicom_seg_path(dest: str | Path) -> Path:
+    """The DICOM SEG written beside prediction ``dest``: its name with ``.dcm``.
+
+    ``out/exam_pred.nii.gz`` -> ``out/exam_pred.dcm``; a SEG is a prediction (``NAME_pred``),
+    so a re-run never takes it for a DICOM series to segment.
+    """
+    dest = Path(dest)
+    return dest.with_name(stem(dest) + DICOM_SEG_SUFFIX)
 
 
 def sidecar_path(path: str | Path) -> Path:

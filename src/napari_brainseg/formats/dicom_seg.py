@@ -21,12 +21,13 @@ import numpy as np
 
 from napari_brainseg import __version__
 from napari_brainseg.formats.dicom import display_to_instances, read_dicom, volume_from_datasets
-from napari_brainseg.volume import Volume, atomic_write, stem
+from napari_brainseg.naming import dicom_seg_path
+from napari_brainseg.volume import Volume, atomic_write
+
+__all__ = ["dicom_seg_path", "display_to_instances", "require_highdicom", "write_dicom_seg"]
 
 log = logging.getLogger(__name__)
 
-#: File suffix of a written SEG object.
-SEG_SUFFIX = ".dcm"
 #: The one segment's label, as viewers list it.
 SEGMENT_LABEL = "Tumour"
 #: Display colour of the segment, RGB 0-255: the red of the package's overlays.
@@ -35,15 +36,6 @@ SEGMENT_RGB = (255, 0, 0)
 SERIES_NUMBER_OFFSET = 1000
 #: DICOM LO (long string) values hold at most 64 characters.
 _LO = 64
-
-
-def dicom_seg_path(mask_path: str | Path) -> Path:
-    """The SEG file written beside a mask: the mask's name with ``.dcm`` for its suffix.
-
-    ``out/exam_pred.nii.gz`` -> ``out/exam_pred.dcm`` (whatever the mask's naming rule is).
-    """
-    p = Path(mask_path)
-    return p.with_name(stem(p) + SEG_SUFFIX)
 
 
 def write_dicom_seg(
