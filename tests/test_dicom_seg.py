@@ -406,3 +406,15 @@ def test_each_series_of_a_multi_series_folder_gets_its_own_seg(tmp_path, tiny_mo
         assert referenced == uids[series_uid]
     assert {pydicom.dcmread(s).ReferencedSeriesSequence[0].SeriesInstanceUID
             for s in segs} == set(uids)
+
+
+def test_without_highdicom_dicom_seg_is_refused_once_with_the_install_command(
+        tmp_path, monkeypatch, capsys):
+    import sys
+
+    write_series(tmp_path / "in" / "exam", n=3)
+    monkeypatch.setitem(sys.modules, "highdicom", None)  # import highdicom -> ImportError
+    assert main(["segment", str(tmp_path / "in"), str(tmp_path / "out"), "--dicom-seg",
+                 "--no-skull-strip", "-q"]) == 2
+    assert 'pip install "napari-brainseg[dicom]"' in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.nii.gz"))

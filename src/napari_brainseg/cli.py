@@ -412,6 +412,10 @@ def _cmd_segment(args: argparse.Namespace) -> int:
              f"NAME{PREDICTION_SUFFIX} inside it). Give a folder, e.g. results/")
         return 2
     try:
+        if args.dicom_seg:  # say it once, before the model loads, not once per series
+            from .formats.dicom_seg import require_highdicom
+
+            require_highdicom()
         opts = SegmentOptions(threshold=args.threshold, tta=args.tta,
                               min_area_mm2=args.min_area, keep=args.keep,
                               batch_size=args.batch_size)
@@ -425,10 +429,6 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
             u_opts = UncertaintyOptions(args.uncertainty, args.uncertainty_passes or
                                         (4 if args.uncertainty == "tta" else 8))
-        if args.dicom_seg:  # say it once, before any scan, not once per series
-            from .formats.dicom_seg import require_highdicom
-
-            require_highdicom()
         items = list_inputs(args.input, exclude=args.output)  # paired once, used by the run
         n_inputs = len(items)
         if part is not None:  # the bar counts this part's files
