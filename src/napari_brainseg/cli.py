@@ -437,7 +437,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         _err(str(exc))
         return 2
     if n_inputs == 0:
-        _err(f"{args.input}: no scans found")
+        _err(f"{args.input}: no scans found{_only_outputs(Path(args.input))}")
         return 2
     try:
         check_output_folder(out)  # read-only or unwritable: say so once, not once per scan
@@ -511,6 +511,22 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return 1 if s["failed"] or table_error else 0
 
 
+def _only_outputs(folder: Path) -> str:
+    """Why a folder gave no scans when it holds only predictions, masks or overlays."""
+    from .naming import is_never_input
+    from .volume import ReadError, is_supported_file, list_files
+
+    try:
+        files = list_files(folder) if folder.is_dir() else []
+    except ReadError:
+        return ""
+    outputs = [f for f in files if is_supported_file(f) and is_never_input(f)]
+    if not outputs:
+        return ""
+    return (f" ({len(outputs)} file(s) there, e.g. {outputs[0].name}, are predictions, masks or "
+            "overlays, which are never segmented again); give the folder of scans")
+
+
 def _merge_parts(args: argparse.Namespace) -> int:
     """``segment --merge`` (or a plain run finding part tables): one results.csv from the parts."""
     from .batch import merge_parts, part_tables
@@ -551,6 +567,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .data import groups_from_csv, regroup, samples_from_folder
+    from .progress import Eta
     from .study import (
         DEFAULT_ALPHAS,
         StudyConfig,
@@ -609,17 +626,27 @@ def _cmd_study(args: argparse.Namespace) -> int:
     try:
         gen = iter_study(samples, args.out, cfg, storage=args.storage, worker=args.worker,
                          fold_of=fold_of)
-        with tqdm(total=cfg.folds * len(cfg.losses), desc="study", unit="cell",
-                  disable=args.quiet) as bar:
+        # Progress in training epochs (trials, then the refit), moving within each epoch; the
+        # rate and time left count only this process's work, so a resume does not inflate them.
+        eta = Eta(1)
+        with tqdm(total=1, disable=args.quiet, mininterval=0.5,
+                  bar_format="study {percentage:3.0f}%|{bar:20}| {desc}") as bar:
             while True:
                 try:
                     p = next(gen)
                 except StopIteration as done:
                     result = done.value
                     break
-                bar.set_postfix_str(f"fold {p.fold + 1} {p.loss}: {p.stage} {p.detail}")
-                bar.n = p.cells_done
-                bar.refresh()
+                eta.total = bar.total = max(p.work_total, 1)
+                eta.update(p.work_done, p.work_before)
+                bar.n = min(p.work_done, bar.total)
+                bar.set_description_str(
+                    f"fold {p.fold + 1}/{p.folds} {p.loss}: {p.stage} {p.detail} | "
+                    f"cells {p.cells_done}/{p.cells} | {eta.describe('epoch')}")
+    except KeyboardInterrupt:
+        _err(f"interrupted; run the same command again to resume: the finished cells and "
+             f"trials are kept in {args.out} (the trial that was running starts over)")
+        return 130
     except (ValueError, RuntimeError) as exc:
         _err(str(exc))
         return 1

@@ -141,12 +141,21 @@ def samples_from_pairs(pairs: Sequence[Pair], max_empty_ratio: float = 1.0) -> l
         image = vols[0]
         tumour_type = image.metadata.get("tumour_type")
         group = str(image.metadata.get("patient_id") or stem(pair.image))
-        if image.ndim == 2:
-            samples.append(Sample(group, pair.image, pair.mask, None, tumour_type=tumour_type))
+        if pair.mask == pair.image:  # a figshare .mat carries its mask (if it has one)
+            mask = vols[1] if len(vols) > 1 else None
+        else:
+            try:
+                mask = read(pair.mask)[0]
+            except ReadError as exc:
+                log.warning("skipping %s", exc)
+                continue
+        if mask is not None and mask.data.shape != image.data.shape:
+            log.warning("skipping %s: mask of shape %s does not match its image %s of shape %s. "
+                        "Masks must have the image's size.", pair.mask.name, mask.data.shape,
+                        pair.image.name, image.data.shape)
             continue
-        mask = vols[1] if len(vols) > 1 and pair.mask == pair.image else read(pair.mask)[0]
-        if mask.data.shape != image.data.shape:
-            log.warning("skipping %s: mask shape differs from image", pair.image.name)
+        if image.ndim == 2 or mask is None:
+            samples.append(Sample(group, pair.image, pair.mask, None, tumour_type=tumour_type))
             continue
         annotated = annotated_indices(mask.data)
         empty = [i for i in range(image.data.shape[0]) if i not in set(annotated)

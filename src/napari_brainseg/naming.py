@@ -245,11 +245,17 @@ def legacy_prediction_paths(dest: str | Path) -> list[Path]:
 
 
 def existing_prediction(dest: str | Path) -> Path | None:
-    """``dest`` when it exists, else the first of its old names that does, else None."""
-    dest = Path(dest)
-    if dest.exists():
-        return dest
-    return next((p for p in legacy_prediction_paths(dest) if p.exists()), None)
+    """``dest`` when it exists, else the first of its old names that does, else None.
+
+    A name the file system refuses (too long) is a file that does not exist.
+    """
+    for p in (Path(dest), *legacy_prediction_paths(dest)):
+        try:
+            if p.exists():
+                return p
+        except OSError:
+            continue
+    return None
 
 
 def series_prediction_path(dest: str | Path, index: int) -> Path:

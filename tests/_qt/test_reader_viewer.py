@@ -121,3 +121,48 @@ def test_new_labels_layer_without_metadata_saves_where_it_was_painted(
     labels.save(str(tmp_path / "alone.nii.gz"), plugin="napari-brainseg")
     (alone,) = read(tmp_path / "alone.nii.gz", with_mask=False)
     assert [tuple(p) for p in np.argwhere(alone.data > 0)] == [(1, 2, 3)]
+
+
+def test_a_prediction_reopens_is_corrected_on_save_and_becomes_a_training_pair(
+        make_napari_viewer_proxy, tmp_path):
+    """Batch output -> viewer -> correction -> saved and marked -> training pair (issue 16)."""
+    import imageio.v3 as iio
+
+    from napari_brainseg._widgets import TrainWidget
+    from napari_brainseg.batch import corrected_pairs
+    from napari_brainseg.io import find_pairs
+    from napari_brainseg.provenance import is_corrected, record, write_sidecar
+
+    img = np.random.default_rng(0).integers(0, 255, (32, 32), np.uint8)
+    pred = np.zeros((32, 32), np.uint8)
+    pred[5:9, 5:9] = 1
+    (tmp_path / "scans").mkdir()
+    (tmp_path / "results").mkdir()
+    iio.imwrite(tmp_path / "scans" / "scan.png", img)
+    saved = tmp_path / "results" / "scan_pred.png"
+    iio.imwrite(saved, pred)
+    write_sidecar(saved, record(options={"threshold": 0.5}))  # as brainseg segment leaves it
+    viewer = make_napari_viewer_proxy()
+    (scan,) = viewer.open(str(tmp_path / "scans" / "scan.png"), plugin="napari-brainseg")
+    (layer,) = viewer.open(str(saved), plugin="napari-brainseg")
+    assert type(layer).__name__ == "Labels" and layer.name == "scan prediction"
+    np.testing.assert_allclose(layer.get_color(1)[:3], (0, 1, 1))  # predictions are cyan
+    assert not is_corrected(saved)
+    layer.paint((20, 20), 1)  # the user's correction
+    assert layer.save(str(saved), plugin="napari-brainseg")
+    assert is_corrected(saved)
+    np.testing.assert_array_equal(iio.imread(saved) > 0, layer.data > 0)
+    assert [(s.name, p.name) for s, p in corrected_pairs(tmp_path / "scans",
+                                                         tmp_path / "results").pairs] == \
+        [("scan.png", "scan_pred.png")]
+    # The Train tab's "Add to training folder" takes the reopened prediction as it is.
+    w = TrainWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.reset_choices()
+    w.folder.value = str(tmp_path / "training")
+    w.image.value = scan
+    assert w.labels.value is layer  # the prediction is the default labels
+    w.add_to_folder()
+    pairs = find_pairs(tmp_path / "training")
+    assert [(p.image.name, p.mask.name) for p in pairs] == [("scan.tif", "scan.png")]
+    np.testing.assert_array_equal(iio.imread(pairs[0].mask) > 0, layer.data > 0)

@@ -87,6 +87,11 @@ def test_batch_widget_table_and_failures(make_napari_viewer_proxy, qtbot, tiny_m
     ok_row = next(i for i, r in enumerate(w._results) if r.status == "ok")
     w._open_row(ok_row)
     assert len(viewer.layers) == 3  # image + its ground truth + the saved mask
+    scan, truth, pred = viewer.layers
+    stem = w._results[ok_row].source.name.rsplit(".", 1)[0]
+    assert [type(x).__name__ for x in viewer.layers] == ["Image", "Labels", "Labels"]
+    assert (truth.name, pred.name) == (f"{stem} ground truth", f"{stem} prediction")
+    assert not np.allclose(pred.get_color(1), truth.get_color(1))  # never the same colour
 
 
 def test_hostile_checkpoint_is_a_notification_not_a_layer(make_napari_viewer_proxy, tmp_path,

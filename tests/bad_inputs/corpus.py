@@ -514,6 +514,34 @@ def _pairs_bad_mask(d: Path) -> Path:
     return folder
 
 
+def _results_folder(d: Path) -> Path:
+    """A results folder as 'brainseg segment scans results --overlays' leaves it (2 scans)."""
+    from napari_brainseg.provenance import record, write_sidecar
+
+    res = d / "results"
+    (res / "overlays").mkdir(parents=True)
+    for name in ("a", "b"):
+        _png(d / f"{name}.png")
+        _png(res / f"{name}_pred.png", np.eye(48, dtype=np.uint8))
+        write_sidecar(res / f"{name}_pred.png", record())
+    _png(res / "old_tumour.png", np.eye(48, dtype=np.uint8))  # a result of version 0.1
+    _png(res / "overlays" / "a_pred_overlay.png", np.zeros((48, 48, 3), np.uint8))
+    return res
+
+
+def _results_as_input(c: Ctx) -> list[str]:
+    return [str(_results_folder(c.d)), str(c.d / "again"), "--model", str(c.model), "-q"]
+
+
+def _labels_from_uncorrected(c: Ctx) -> list[str]:
+    res = _results_folder(c.d)
+    scans = c.d / "scans"
+    scans.mkdir()
+    for name in ("a", "b"):
+        (c.d / f"{name}.png").rename(scans / f"{name}.png")
+    return [str(scans), "--labels-from", str(res), "--out", str(c.d / "model.pt"), "-q"]
+
+
 def _no_model(c: Ctx) -> None:
     assert not (c.d / "model.pt").exists()
 
@@ -734,6 +762,16 @@ CASES += [
          check=_all_segmented),
     Case("segment-stopped-before-overlay", "re-run after a run stopped between a mask and its "
          "overlay", "segment", _overlay_lost, 0, "2 skipped", check=_overlay_completed),
+    Case("segment-pred-as-input", "a *_pred.png (a saved prediction) given as the scan",
+         "segment", lambda c: [str(_png(c.d / "scan_pred.png", np.eye(48, dtype=np.uint8))),
+                               str(c.out()), "--model", str(c.model), "-q"], 1,
+         "scan_pred.png: this is a prediction of this package \\(labels\\), not a scan"),
+    Case("segment-results-as-input", "a results folder (NAME_pred, old NAME_tumour outputs, "
+         "overlays) given as the input", "segment", _results_as_input, 2,
+         "no scans found \\(4 file\\(s\\) there.*never segmented again"),
+    Case("train-labels-from-uncorrected", "train --labels-from a results folder where no "
+         "prediction was corrected", "train", _labels_from_uncorrected, 2,
+         "no corrected predictions to train on", check=_no_model),
     Case("segment-mask-as-input", "a *_mask.png given as the scan", "segment",
          lambda c: [str(_png(c.d / "scan_mask.png", np.eye(48, dtype=np.uint8) * 255)),
                     str(c.out()), "--model", str(c.model), "-q"], 1,
@@ -1309,7 +1347,7 @@ def long_name_in_folder(c: Ctx) -> list[str]:
     folder = c.d / "long"
     folder.mkdir()
     _png(folder / "a.png")
-    _png(folder / ("x" * 246 + ".png"))
+    _png(folder / ("x" * 250 + ".png"))
     return [str(folder), str(c.out()), "--model", str(c.model), "-q"]
 
 
