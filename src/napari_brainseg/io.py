@@ -53,10 +53,10 @@ from .volume import (
     TUMOUR_TYPES,
     ReadError,
     Volume,
-    _natural_key,
     atomic_write,
     is_supported_file,
     list_files,
+    natural_key,
     stem,
     suffix_of,
     to_grey,
@@ -185,7 +185,7 @@ def find_pairs(folder: Path, recursive: bool = True) -> list[Pair]:
         return next((n for n in names if n in have), None)
 
     pairs = []
-    for f in sorted(files, key=_natural_key):
+    for f in sorted(files, key=natural_key):
         if suffix_of(f) in DICOM_SUFFIXES or suffix_of(f) == "":
             continue
         if f.name.startswith("."):

@@ -205,8 +205,9 @@ def list_files(folder: Path, recursive: bool = True) -> list[Path]:
     return out
 
 
-def _natural_key(path: Path) -> list[Any]:
-    # "slice2" before "slice10": users number slices without zero padding.
+def natural_key(path: Path) -> list[Any]:
+    """Sort key of a file name with its numbers compared as numbers (``slice2`` < ``slice10``)."""
+    # Users number slices without zero padding.
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
 
 
@@ -264,7 +265,7 @@ def check_memory(n_voxels: int, bytes_per_voxel: float, path: Path, what: str = 
     if need > cap:
         raise ReadError(
             f"{path.name}: {what} this image ({n_voxels:,} voxels) needs about "
-            f"{_memory(need)} of memory, more than the {_memory(cap)} {where}. "
+            f"{memory_text(need)} of memory, more than the {memory_text(cap)} {where}. "
             "Crop or downsample it first, or use a machine with more memory."
         )
 
@@ -279,7 +280,7 @@ def reading_for(what: str, bytes_per_voxel: float) -> Iterator[None]:
     """Within this block, every reader also checks the job the scan is read for.
 
     ``with reading_for("segmenting", SEGMENT_BYTES_PER_VOXEL): vols = read(path)`` makes each
-    reader's header check (:func:`_check_size`, before any pixel is read) also refuse a scan
+    reader's header check (:func:`check_size`, before any pixel is read) also refuse a scan
     whose ``what`` would need more memory than is free, so a scan too large to segment is
     refused without being read first. The setting is local to the thread (a widget's worker
     sets its own).
@@ -291,11 +292,12 @@ def reading_for(what: str, bytes_per_voxel: float) -> Iterator[None]:
         _PURPOSE.reset(token)
 
 
-def _memory(n: float) -> str:
+def memory_text(n: float) -> str:
+    """A byte count for a message: ``1.5 GiB``, or ``300 MiB`` below 1 GiB."""
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
-def _check_size(shape: Sequence[int], path: Path, itemsize: int = 1) -> None:
+def check_size(shape: Sequence[int], path: Path, itemsize: int = 1) -> None:
     """Refuse a shape too large or too small before anything is read.
 
     Too large: more than :data:`MAX_VOXELS`, or a peak memory of reading ``itemsize``-byte
@@ -325,7 +327,7 @@ def _check_size(shape: Sequence[int], path: Path, itemsize: int = 1) -> None:
         )
 
 
-def _finite_image(data: np.ndarray, path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
+def finite_image(data: np.ndarray, path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
     """Return float32 data with NaN/Inf replaced by the minimum finite value, plus a warning.
 
     Complex values (raw MR data) become their magnitude, with a warning: casting would silently
@@ -356,7 +358,7 @@ def _finite_image(data: np.ndarray, path: Path) -> tuple[np.ndarray, tuple[str, 
     return data, (*notes, msg)
 
 
-def _labels_from(data: np.ndarray, path: Path) -> np.ndarray:
+def labels_from(data: np.ndarray, path: Path) -> np.ndarray:
     """Turn a mask array into uint8 labels (0 background); reject non-integer soft masks."""
     data = np.asarray(data)
     if data.ndim == 3 and data.shape[-1] in (3, 4):  # a colour-saved mask: any channel set
@@ -380,17 +382,17 @@ def _labels_from(data: np.ndarray, path: Path) -> np.ndarray:
     return data.astype(np.uint8)
 
 
-def _values(arr: np.ndarray, path: Path, kind: Literal["image", "labels"],
-            warnings: list[str]) -> np.ndarray:
+def checked_values(arr: np.ndarray, path: Path, kind: Literal["image", "labels"],
+                   warnings: list[str]) -> np.ndarray:
     """Labels as uint8, images as finite float32 (appending any warning)."""
     if kind == "labels":
-        labels = _labels_from(arr, path)
+        labels = labels_from(arr, path)
         if labels.max(initial=0) > 1:
             found = np.unique(labels[labels > 0])
             warnings.append(f"{path.name}: mask has labels {found[:6].tolist()}; training and "
                             "metrics count every non-zero label as tumour.")
         return labels
-    data, extra = _finite_image(arr, path)
+    data, extra = finite_image(arr, path)
     warnings.extend(extra)
     return data
 
@@ -435,11 +437,11 @@ def atomic_write(path: Path, write: Any) -> Path:
 # --------------------------------------------------------------------------- orientation
 
 
-def _to_display(arr_xyz: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+def to_display(arr_xyz: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
     """Reorient an (x, y, z) array with RAS affine to the (Z, Y, X) display layout.
 
     Returns the display array, its affine (display indices -> RAS mm) and what is needed to undo
-    the transform (:func:`_from_display`).
+    the transform (:func:`from_display`).
     """
     import nibabel.orientations as nio
 
@@ -458,8 +460,8 @@ def _to_display(arr_xyz: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np
     return display, display_affine, native
 
 
-def _from_display(display: np.ndarray, native: Mapping[str, Any]) -> np.ndarray:
-    """Undo :func:`_to_display`: a (Z, Y, X) display array back on the native (x, y, z) grid."""
+def from_display(display: np.ndarray, native: Mapping[str, Any]) -> np.ndarray:
+    """Undo :func:`to_display`: a (Z, Y, X) display array back on the native (x, y, z) grid."""
     import nibabel.orientations as nio
 
     affine = np.asarray(native["affine"], dtype=np.float64)
@@ -475,7 +477,8 @@ def _from_display(display: np.ndarray, native: Mapping[str, Any]) -> np.ndarray:
     return out
 
 
-def _spacing_from_affine(affine: np.ndarray, ndim: int) -> tuple[float, ...]:
+def spacing_from_affine(affine: np.ndarray, ndim: int) -> tuple[float, ...]:
+    """Voxel sizes (mm) of the first ``ndim`` axes of an index-to-world affine (1 where 0)."""
     zooms = np.sqrt((np.asarray(affine)[:3, :ndim] ** 2).sum(axis=0))
     return tuple(float(z) if z > 0 else 1.0 for z in zooms)
 

@@ -13,15 +13,15 @@ from napari_brainseg.volume import (
     DICOM_SUFFIXES,
     ReadError,
     Volume,
-    _check_size,
-    _finite_image,
-    _natural_key,
-    _spacing_from_affine,
-    _to_display,
+    check_size,
+    finite_image,
     list_files,
+    natural_key,
     os_error_message,
+    spacing_from_affine,
     stem,
     suffix_of,
+    to_display,
     to_grey,
 )
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def _dicom_files(folder: Path) -> list[Path]:
     return sorted((p for p in list_files(folder) if p.name.upper() != "DICOMDIR"),
-                  key=_natural_key)
+                  key=natural_key)
 
 
 def is_dicom_file(f: Path) -> bool:
@@ -198,8 +198,8 @@ def volume_from_datasets(datasets: list[tuple[Path, Any]], name: str) -> Volume:
         meta = _dicom_meta(ds0, geometry=_spacing_ok(ds0))
         meta.update(_instances([(f0, ds0)]))
         if arr.ndim == 2:
-            _check_size(arr.shape, f0, 4)
-            data, extra = _finite_image(arr, f0)
+            check_size(arr.shape, f0, 4)
+            data, extra = finite_image(arr, f0)
             return Volume(
                 data=data, spacing=spacing2, name=name, source=f0,
                 metadata=meta, warnings=tuple(warnings) + extra,
@@ -207,8 +207,8 @@ def volume_from_datasets(datasets: list[tuple[Path, Any]], name: str) -> Volume:
         # multi-frame: frames are slices
         thickness = _number(ds0, "SpacingBetweenSlices", 0.0) or \
             _number(ds0, "SliceThickness", 1.0)
-        _check_size(arr.shape, f0, 4)
-        data, extra = _finite_image(arr, f0)
+        check_size(arr.shape, f0, 4)
+        data, extra = finite_image(arr, f0)
         return Volume(
             data=data, spacing=(thickness, *spacing2), name=name, source=f0,
             metadata=meta, warnings=tuple(warnings) + extra,
@@ -261,7 +261,7 @@ def volume_from_datasets(datasets: list[tuple[Path, Any]], name: str) -> Volume:
                             "number.")
     dr, dc = _pixel_spacing(ds0, name, warnings)
     n_rows, n_cols = shapes.pop()
-    _check_size((len(datasets), n_rows, n_cols), f0, 4)
+    check_size((len(datasets), n_rows, n_cols), f0, 4)
     vol = np.stack([_pixels(ds, f) for f, ds in datasets])  # (k, row, col)
     mono1 = np.array([_is_monochrome1(ds) for _, ds in datasets])
     if mono1.any():
@@ -272,13 +272,13 @@ def volume_from_datasets(datasets: list[tuple[Path, Any]], name: str) -> Volume:
     lps[:3, 2] = normal * slice_step
     lps[:3, 3] = origin
     ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
-    display, disp_affine, native = _to_display(vol.transpose(2, 1, 0), ras)
-    data, extra = _finite_image(display, f0)
+    display, disp_affine, native = to_display(vol.transpose(2, 1, 0), ras)
+    data, extra = finite_image(display, f0)
     geometry = _spacing_ok(ds0)
     meta = _dicom_meta(ds0, geometry=geometry)
     meta.update({"native": native, "format": "dicom", **_instances(datasets)})
     return Volume(  # without real pixel spacing there is no geometry: sizes are in voxels
-        data=data, spacing=_spacing_from_affine(disp_affine, 3),
+        data=data, spacing=spacing_from_affine(disp_affine, 3),
         affine=disp_affine if geometry else None, name=name,
         source=f0.parent, metadata=meta, warnings=tuple(warnings) + extra,
     )
@@ -313,7 +313,7 @@ def display_to_instances(labels: np.ndarray, volume: Volume) -> np.ndarray:
     ValueError
         ``volume`` is not from :func:`read_dicom`, or ``labels`` is not of its shape.
     """
-    from napari_brainseg.volume import _from_display
+    from napari_brainseg.volume import from_display
 
     labels = np.asarray(labels)
     instances = volume.metadata.get("dicom_instances")
@@ -327,7 +327,7 @@ def display_to_instances(labels: np.ndarray, volume: Volume) -> np.ndarray:
     native = volume.metadata.get("native")
     if native is None:  # one file: stored as displayed
         return labels if labels.ndim == 3 else labels[np.newaxis]
-    return np.ascontiguousarray(_from_display(labels, native).transpose(2, 1, 0))
+    return np.ascontiguousarray(from_display(labels, native).transpose(2, 1, 0))
 
 
 def _majority_orientation(datasets: list[tuple[Path, Any]], name: str,

@@ -12,10 +12,10 @@ from napari_brainseg.volume import (
     TUMOUR_TYPES,
     ReadError,
     Volume,
-    _check_size,
-    _finite_image,
-    _labels_from,
     atomic_write,
+    check_size,
+    finite_image,
+    labels_from,
     os_error_message,
     stem,
 )
@@ -92,8 +92,8 @@ def read_mat(path: Path) -> list[Volume]:
             f"{path.name}: cjdata.image must be a 2D numeric array, got "
             f"{image.dtype} of shape {image.shape}."
         )
-    _check_size(image.shape, path)
-    data, warnings = _finite_image(image, path)
+    check_size(image.shape, path)
+    data, warnings = finite_image(image, path)
     meta: dict[str, Any] = {"format": "figshare-mat"}
     if "label" in fields:
         try:
@@ -120,7 +120,7 @@ def read_mat(path: Path) -> list[Volume]:
                 f"{path.name}: tumorMask of shape {mask.shape} does not match image "
                 f"{image.shape}."
             )
-        out.append(Volume(data=_labels_from(mask, path), spacing=(1.0, 1.0), kind="labels",
+        out.append(Volume(data=labels_from(mask, path), spacing=(1.0, 1.0), kind="labels",
                           name=f"{name} ground truth", source=path, metadata=meta))
     return out
 
@@ -138,7 +138,7 @@ def _h5_array(dataset: Any, key: str, path: Path) -> np.ndarray:
     shape = tuple(int(s) for s in getattr(dataset, "shape", ()) or ())
     if key in ("image", "tumorMask"):
         if len(shape) == 2:
-            _check_size(shape, path, dataset.dtype.itemsize)
+            check_size(shape, path, dataset.dtype.itemsize)
         elif int(np.prod(shape, dtype=np.int64)) > _SMALL_FIELD:
             raise ReadError(f"{path.name}: cjdata.{key} must be a 2D numeric array, got shape "
                             f"{shape}.")

@@ -16,7 +16,7 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO
 
-from napari_brainseg.volume import ReadError, _memory, memory_cap, read_bytes_per_voxel
+from napari_brainseg.volume import ReadError, memory_cap, memory_text, read_bytes_per_voxel
 
 # Data types of v5 elements (MATLAB's "MAT-File Format", table 1-1).
 _MI_INT8, _MI_INT32, _MI_UINT32, _MI_MATRIX, _MI_COMPRESSED = 1, 5, 6, 14, 15
@@ -121,10 +121,10 @@ class _Walk:
         self.total += n_bytes
         if self.total > self.cap:
             raise ReadError(
-                f"{self.path.name}: loading this MATLAB file needs about {_memory(self.total)} "
-                f"of memory ('{name}' is {what}), more than the {_memory(self.cap)} "
-                f"{self.where}. Save a smaller (cropped or downsampled) array in MATLAB, or use "
-                "a machine with more memory."
+                f"{self.path.name}: loading this MATLAB file needs about "
+                f"{memory_text(self.total)} of memory ('{name}' is {what}), more than the "
+                f"{memory_text(self.cap)} {self.where}. Save a smaller (cropped or "
+                "downsampled) array in MATLAB, or use a machine with more memory."
             )
 
     def tag(self, s: _Region | _Inflated) -> tuple[int, int, bytes | None]:

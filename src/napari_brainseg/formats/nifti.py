@@ -15,16 +15,16 @@ from napari_brainseg.volume import (
     NIFTI_SUFFIXES,
     ReadError,
     Volume,
-    _check_size,
-    _from_display,
-    _spacing_from_affine,
-    _to_display,
-    _values,
     atomic_write,
+    check_size,
+    checked_values,
+    from_display,
     label_dtype,
     os_error_message,
+    spacing_from_affine,
     stem,
     suffix_of,
+    to_display,
     to_grey,
 )
 
@@ -80,7 +80,7 @@ def read_nifti(path: Path, kind: Literal["image", "labels"] = "image") -> Volume
         itemsize = max(itemsize, 8)  # scaled values come back as float64
     if all(s >= 1 for s in shape):
         _check_claim(img, shape, path)
-    _check_size(shape[:3], path, itemsize)
+    check_size(shape[:3], path, itemsize)
     try:
         dataobj = img.dataobj
         if len(shape) > 3:
@@ -117,15 +117,15 @@ def read_nifti(path: Path, kind: Literal["image", "labels"] = "image") -> Volume
         other = next(i for i in range(3) if i not in (a, b))
         display = np.ascontiguousarray(arr.T)
         disp_affine = affine[:, [b, a, other, 3]]
-        spacing = _spacing_from_affine(disp_affine, 2) if geometry else (1.0, 1.0)
+        spacing = spacing_from_affine(disp_affine, 2) if geometry else (1.0, 1.0)
         native_meta = {"affine": np.asarray(affine), "shape": tuple(shape[:3]), "axcodes": ""}
         disp_affine_out = None
     else:
-        display, disp_affine, native_meta = _to_display(arr, affine)
-        spacing = _spacing_from_affine(disp_affine, 3) if geometry else (1.0, 1.0, 1.0)
+        display, disp_affine, native_meta = to_display(arr, affine)
+        spacing = spacing_from_affine(disp_affine, 3) if geometry else (1.0, 1.0, 1.0)
         disp_affine_out = disp_affine if geometry else None
     native_meta["transforms"] = transforms
-    data = _values(display, path, kind, warnings)
+    data = checked_values(display, path, kind, warnings)
     return Volume(
         data=data,
         spacing=spacing,
@@ -271,7 +271,7 @@ def _write_nifti_array(path: Path, labels: np.ndarray, out_dtype: type,
     meta = like.metadata if isinstance(like, Volume) else (like or {})
     native = meta.get("native") if isinstance(meta, Mapping) else None
     if native and labels.ndim == 3 and native.get("axcodes"):
-        arr = _from_display(labels, native).astype(out_dtype)
+        arr = from_display(labels, native).astype(out_dtype)
         affine = np.asarray(native["affine"], dtype=np.float64)
     elif native and labels.ndim == 2:
         arr = labels.T.astype(out_dtype).reshape(tuple(native["shape"]))

@@ -14,9 +14,9 @@ from napari_brainseg.volume import (
     LABEL_DTYPES,
     ReadError,
     Volume,
-    _check_size,
-    _values,
     atomic_write,
+    check_size,
+    checked_values,
     label_dtype,
     os_error_message,
     stem,
@@ -27,7 +27,7 @@ from napari_brainseg.volume import (
 
 @contextmanager
 def _pillow_size_limit_off() -> Iterator[None]:
-    """Let Pillow decode what ``_check_size`` already allowed.
+    """Let Pillow decode what ``check_size`` already allowed.
 
     Pillow warns above ~89 M pixels and refuses above ~179 M (its decompression-bomb guard);
     our own limit (``MAX_VOXELS``, checked from the header first) replaces it, so a 10000 x 10000
@@ -52,7 +52,7 @@ def _read_pillow(path: Path) -> np.ndarray:
 
     with _pillow_size_limit_off(), Image.open(path) as im:
         depth = 2 if "16" in im.mode else 4 if im.mode in ("I", "F") else 1
-        _check_size((im.height, im.width), path, len(im.getbands()) * depth)
+        check_size((im.height, im.width), path, len(im.getbands()) * depth)
         # A camera or phone JPEG stored sideways with an EXIF orientation tag: show it upright,
         # as every viewer does (a mask drawn on it then lines up).
         im = ImageOps.exif_transpose(im) or im
@@ -76,7 +76,7 @@ def _read_tiff(path: Path, warnings: list[str]) -> tuple[np.ndarray, bool]:
         all_series = tif.series
         series = all_series[0]
         axes = series.axes
-        _check_size(series.shape, path, series.dtype.itemsize)
+        check_size(series.shape, path, series.dtype.itemsize)
         arr = series.asarray()
         if len(all_series) > 1:
             others = ", ".join(str(tuple(s.shape)) for s in all_series[1:4])
@@ -129,7 +129,7 @@ def read_raster(path: Path, kind: Literal["image", "labels"] = "image") -> Volum
                             "RGB and RGBA images are read. Export it as a grey image.")
     if arr.ndim not in (2, 3) or (kind == "image" and arr.ndim == 3 and colour):
         raise ReadError(f"{path.name}: unsupported image shape {arr.shape}.")
-    data = _values(arr, path, kind, warnings)
+    data = checked_values(arr, path, kind, warnings)
     return Volume(
         data=data, spacing=(1.0,) * data.ndim, kind=kind,
         name=stem(path) if kind == "image" else layer_name(path),
