@@ -224,6 +224,7 @@ def _fast_study(monkeypatch, empty=False):
     def fake_training(train_s, val_s, path, cfg, model_cfg, stop_after=None):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"stand-in model " + repr(cfg.loss).encode())
+        yield from ()  # a generator like the real one (it yields epoch progress)
         return [(0.5, 0.1)] * cfg.epochs
 
     def fake_predict(model_path, samples, threshold):

@@ -52,7 +52,7 @@ from .study_report import (  # noqa: F401 (the report's names are part of this m
     summary_table,
     write_report,
 )
-from .train import EpochReport, TrainConfig, iter_training
+from .train import BatchProgress, EpochReport, TrainConfig, ValidationProgress, iter_training
 
 log = logging.getLogger(__name__)
 
@@ -386,7 +386,14 @@ def plan(samples: Sequence[Sample], config: StudyConfig,
 
 @dataclass(frozen=True)
 class StudyProgress:
-    """Where a study run is: ``stage`` is ``tune``, ``refit``, ``test`` or ``skip``."""
+    """Where a study run is: ``stage`` is ``tune``, ``refit``, ``test``, ``done`` or ``skip``.
+
+    Work is counted in training epochs: each cell budgets ``trials x max_epochs`` for tuning
+    and ``max_epochs`` for its refit; a trial pruned early or a shorter refit counts its whole
+    budget when it ends. ``work_before`` is the part of ``work_done`` this process did not do
+    (cells and trials finished by an earlier run or another process): a rate computed from
+    ``work_done - work_before`` stays true after a resume.
+    """
 
     fold: int
     folds: int
@@ -395,6 +402,32 @@ class StudyProgress:
     detail: str
     cells_done: int
     cells: int
+    work_done: float = 0.0
+    work_before: float = 0.0
+    work_total: float = 0.0
+
+
+class _Work:
+    """The epoch accounting behind :class:`StudyProgress` (see there)."""
+
+    def __init__(self, total: float) -> None:
+        self.total, self.done, self.before = float(total), 0.0, 0.0
+        self.cell_start = self.cell_budget = 0.0
+
+    def start_cell(self, budget: float) -> None:
+        self.cell_start, self.cell_budget = self.done, float(budget)
+
+    def at(self, in_cell: float, before: float = 0.0) -> None:
+        """Mark ``in_cell`` epochs of this cell's budget done (``before`` of them earlier)."""
+        self.before += before
+        self.done = max(self.done, self.cell_start + min(in_cell, self.cell_budget))
+
+    def end_cell(self, mine: bool) -> None:
+        """The cell is finished (by this process when ``mine``): its whole budget is done."""
+        rest = self.cell_start + self.cell_budget - self.done
+        self.done += rest
+        if not mine:
+            self.before += rest
 
 
 def _predict_masks(model_path: Path, samples: Sequence[Sample],
@@ -413,18 +446,28 @@ def _predict_masks(model_path: Path, samples: Sequence[Sample],
 def _run_training(train_s: Sequence[Sample], val_s: Sequence[Sample], path: Path,
                   cfg: TrainConfig, model_cfg: UNetConfig,
                   stop_after: Callable[[float, int], bool] | None = None,
-                  ) -> list[tuple[float, float]]:
+                  ) -> Generator[tuple[str, float], None, list[tuple[float, float]]]:
     """Train; return ``(validation Dice, validation loss)`` of every epoch run.
 
-    ``stop_after(dice, epoch)`` returning True ends training after that epoch (pruning).
+    Yields ``("epochs", e)``: the epochs done, fractional within an epoch (its training, then
+    validation batches). ``stop_after(dice, epoch)`` returning True ends training after that
+    epoch (pruning).
     """
     curve: list[tuple[float, float]] = []
     stop = threading.Event()
+    train_steps = 0
     for item in iter_training(train_s, val_s, path, cfg, model_cfg, stop=stop):
         if isinstance(item, EpochReport):
             curve.append((float(item.val_dice), float(item.val_loss)))
+            yield "epochs", float(item.epoch)
             if stop_after is not None and stop_after(float(item.val_dice), item.epoch):
                 stop.set()
+        elif isinstance(item, BatchProgress):
+            train_steps = item.steps
+            yield "epochs", item.epoch - 1 + item.step / (item.steps + item.val_steps)
+        elif isinstance(item, ValidationProgress):  # after the epoch's training batches
+            yield "epochs", item.epoch - 1 + (train_steps + item.step) / (train_steps
+                                                                          + item.steps)
     return curve
 
 
@@ -486,13 +529,24 @@ def iter_study(samples: Sequence[Sample], out_dir: str | Path,
     cells = len(plans) * len(cfg.losses)
     done = 0
     tag = f"{os.getpid()}"
+    trials_of_loss = {loss: max(cfg.trials, len(tuning.fixed_params(
+        loss, cfg.candidates(loss), cfg.gamma, cfg.lr))) for loss in cfg.losses}
+    work = _Work(len(plans) * sum((n + 1) * cfg.max_epochs for n in trials_of_loss.values()))
+
+    def progress(stage: str, detail: str) -> StudyProgress:
+        return StudyProgress(p.fold, cfg.folds, loss, stage, detail, done, cells, work.done,
+                             work.before, work.total)
+
     for p in plans:
         for li, loss in enumerate(cfg.losses):
             name = f"fold{p.fold}-{_slug(loss)}"
             cell_file = out / "cells" / f"fold{p.fold}_{_slug(loss)}.json"
+            n_trials = trials_of_loss[loss]
+            work.start_cell((n_trials + 1) * cfg.max_epochs)
             if _fetch_cell(store, name, cell_file):
                 done += 1
-                yield StudyProgress(p.fold, cfg.folds, loss, "skip", "done earlier", done, cells)
+                work.end_cell(mine=False)
+                yield progress("skip", "done earlier")
                 continue
             t0 = time.perf_counter()
             inner_t = [samples[i] for i in p.inner_train]
@@ -501,30 +555,39 @@ def iter_study(samples: Sequence[Sample], out_dir: str | Path,
             def run_trial(params: dict[str, Any], report: Callable[[float, int], bool],
                           loss: str = loss, inner_t: list = inner_t,
                           inner_v: list = inner_v) -> Generator[Any, None, Any]:
-                curve = _run_training(inner_t, inner_v, out / "work" / f"tune-{tag}.pt",
-                                      cfg.train_config(loss, params, cfg.max_epochs), model_cfg,
-                                      stop_after=report)
-                yield from ()
-                return curve
+                return (yield from _run_training(
+                    inner_t, inner_v, out / "work" / f"tune-{tag}.pt",
+                    cfg.train_config(loss, params, cfg.max_epochs), model_cfg,
+                    stop_after=report))
 
             fixed = tuning.fixed_params(loss, cfg.candidates(loss), cfg.gamma, cfg.lr)
-            n_trials = max(cfg.trials, len(fixed))
+            trial, first = 0, True
             for item in tuning.tune_cell(store, name, n_trials, fixed, loss, cfg.lr,
                                          cfg.max_epochs, cfg.seed * 1000 + 10 * p.fold + li,
                                          worker, run_trial):
-                if item[0] == "trial":
-                    yield StudyProgress(p.fold, cfg.folds, loss, "tune",
-                                        f"trial {item[1] + 1}/{n_trials}", done, cells)
+                if item[0] == "trial":  # numbered over every run: earlier ones were resumed
+                    trial = min(item[1], n_trials - 1)
+                    work.at(trial * cfg.max_epochs, before=trial * cfg.max_epochs if first
+                            else 0.0)
+                    first = False
+                    yield progress("tune", f"trial {item[1] + 1}/{n_trials}")
+                elif item[0] == "epochs":
+                    work.at(trial * cfg.max_epochs + item[1])
+                    yield progress("tune", f"trial {trial + 1}/{n_trials} epoch "
+                                   f"{min(int(item[1]) + 1, cfg.max_epochs)}/{cfg.max_epochs}")
             if not tuning.claim(store, f"{name}:refit"):
+                work.end_cell(mine=False)
                 continue  # another process refits this cell; its result is collected below
             best = tuning.best_of(store, name)
             params, epochs = best["params"], best["epochs"]
-            yield StudyProgress(p.fold, cfg.folds, loss, "refit",
-                                f"{_describe(params)}, {epochs} epochs", done, cells)
+            work.at(n_trials * cfg.max_epochs)
+            yield progress("refit", f"{_describe(params)}, {epochs} epochs")
             model_path = out / "work" / f"fold{p.fold}_{_slug(loss)}.pt"
-            _run_training([samples[i] for i in p.train], [], model_path,
-                          cfg.train_config(loss, params, epochs), model_cfg)
-            yield StudyProgress(p.fold, cfg.folds, loss, "test", "", done, cells)
+            for _, e in _run_training([samples[i] for i in p.train], [], model_path,
+                                      cfg.train_config(loss, params, epochs), model_cfg):
+                work.at(n_trials * cfg.max_epochs + e)
+                yield progress("refit", f"epoch {min(int(e) + 1, epochs)}/{epochs}")
+            yield progress("test", "")
             preds = _predict_masks(model_path, [samples[i] for i in p.test], cfg.threshold)
             ev = evaluate([(m, t) for _, m, t in preds])
             cell = {
@@ -542,8 +605,8 @@ def iter_study(samples: Sequence[Sample], out_dir: str | Path,
             atomic_write(cell_file, lambda t, x=text: Path(t).write_text(x))
             tuning.mark_done(store, f"{name}:refit", json.loads(text))
             done += 1
-            yield StudyProgress(p.fold, cfg.folds, loss, "done",
-                                f"test Dice {ev.pooled['f1']:.3f}", done, cells)
+            work.end_cell(mine=True)
+            yield progress("done", f"test Dice {ev.pooled['f1']:.3f}")
     for p in plans:  # cells other processes finished while this one worked
         for loss in cfg.losses:
             _fetch_cell(store, f"fold{p.fold}-{_slug(loss)}",
