@@ -222,7 +222,7 @@ def tune_cell(storage: Any, name: str, n_trials: int, fixed: list[dict[str, Any]
                                 load_if_exists=True, sampler=_FirstTrialsFixed(fixed, tpe),
                                 pruner=pruner)
     while True:
-        fail_stale(study)
+        fail_stale(study, storage)
         trial = study.ask()
         trial.set_user_attr("worker", _owner())  # first, so a killed run's trial is found stale
         if _real_before(study, trial.number) >= n_trials:  # the budget is spent: give the
@@ -258,19 +258,27 @@ def _real_before(study: Any, number: int) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False) if t.number < number and _real(t))
 
 
-def fail_stale(study: Any) -> None:
+def fail_stale(study: Any, storage: Any) -> None:
     """Mark trials left RUNNING by a process of this host that is gone (a killed run) as FAIL.
 
     They stop counting towards the budget, so a resumed run trains replacements instead of
-    waiting for them forever.
+    waiting for them forever; each gets the user attribute ``stale``. ``storage`` is the
+    study's (from :func:`storage_for`).
     """
     from optuna.trial import TrialState
 
+    study_id = None
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get("worker")
         if owner and not _alive_here(owner):
             try:
-                study._storage.set_trial_user_attr(t._trial_id, "stale", True)
+                # Study and Trial have no public way to set an attribute of a trial that another
+                # (here: dead) process asked for; the storage's own documented methods find it
+                # by number (Optuna >= 3.6, see pyproject; tests/test_tuning.py).
+                if study_id is None:
+                    study_id = storage.get_study_id_from_name(study.study_name)
+                trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+                storage.set_trial_user_attr(trial_id, "stale", True)
                 study.tell(t.number, state=TrialState.FAIL)
             except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError):
                 pass  # another process got there first
@@ -279,7 +287,7 @@ def fail_stale(study: Any) -> None:
 def trials_of(storage: Any, name: str) -> list[Any]:
     """The trials of a cell that count towards its budget (no surplus or stale ones)."""
     study = optuna.load_study(study_name=name, storage=storage)
-    fail_stale(study)
+    fail_stale(study, storage)
     return [t for t in study.get_trials(deepcopy=False) if _real(t)]
 
 
