@@ -29,6 +29,8 @@ from typing import Any, Literal
 import numpy as np
 from scipy import ndimage as ndi
 
+from .morphology import dilate, erode, fill_holes, touching
+
 log = logging.getLogger(__name__)
 
 #: Eroded tissue whose median depth under the head's surface is below ``erode_mm`` plus this
@@ -116,38 +118,6 @@ def _otsu(values: np.ndarray, classes: int = 2) -> float:
     return float(threshold_multiotsu(values, classes=classes)[0])
 
 
-def _ball(mm: float, sp: np.ndarray) -> np.ndarray | None:
-    """Ellipsoid structuring element of radius ``mm``, or None when it would be large.
-
-    Small balls are faster as binary erosion; large ones as a distance transform.
-    """
-    half = np.floor(mm / sp).astype(int)
-    if np.prod(2 * half + 1) > 400:
-        return None
-    grids = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
-    return sum((g * d) ** 2 for g, d in zip(grids, sp, strict=True)) <= mm**2 + 1e-9
-
-
-def _erode(mask: np.ndarray, mm: float, sp: np.ndarray) -> np.ndarray:
-    ball = _ball(mm, sp)
-    if ball is not None:
-        return ndi.binary_erosion(mask, ball, border_value=1)
-    return ndi.distance_transform_edt(mask, sampling=sp) > mm
-
-
-def _dilate(mask: np.ndarray, mm: float, sp: np.ndarray) -> np.ndarray:
-    ball = _ball(mm, sp)
-    if ball is not None:
-        return ndi.binary_dilation(mask, ball)
-    return ndi.distance_transform_edt(~mask, sampling=sp) <= mm
-
-
-def _largest(labels: np.ndarray, n: int) -> np.ndarray:
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    sizes[0] = 0
-    return labels == int(np.argmax(sizes))
-
-
 def _pick_brain(seed: np.ndarray, head: np.ndarray, sp: np.ndarray, erode_mm: float,
                 smooth: np.ndarray) -> np.ndarray | None:
     """Choose the brain among the eroded tissue components.
@@ -221,15 +191,15 @@ def _stripped_region(image: np.ndarray, brain: np.ndarray, sp: np.ndarray) -> np
         gap_hi = (f_idx[-1] - b_idx[-1]) * sp[axis] if f_idx[-1] < image.shape[axis] - 1 else 0.0
         if max(gap_lo, gap_hi) > 8.0:
             return None
-    fg = _touching(ndi.binary_fill_holes(fg), brain)
-    rim = fg & ~_erode(fg, 2.0, sp)
+    fg = touching(ndi.binary_fill_holes(fg), brain)
+    rim = fg & ~erode(fg, 2.0, sp)
     inside = np.zeros(fg.shape, bool)  # where the field of view cuts the head is no real edge
     inside[tuple(slice(3, -3) for _ in fg.shape)] = True
     rim &= inside
     if not rim.any():
         return None
     # 5 mm: the CSF a stripped brain keeps at its edge is thinner; scalp + skull are thicker.
-    reached = (rim & _dilate(brain, 5.0, sp)).sum() / rim.sum()
+    reached = (rim & dilate(brain, 5.0, sp)).sum() / rim.sum()
     return fg if reached >= 0.6 else None
 
 
@@ -308,7 +278,7 @@ def _iter_classical(image: np.ndarray, spacing: Sequence[float] | None, tightnes
         brain = _upsample_linear(soft, factors, img.shape) > 0.5
     if stripped:
         log.info("input looks skull stripped already; returning its non-background region")
-        brain = _touching(ndi.binary_fill_holes(img > img.min()), brain)
+        brain = touching(ndi.binary_fill_holes(img > img.min()), brain)
     yield CLASSICAL_STAGES, CLASSICAL_STAGES
     return brain
 
@@ -366,7 +336,7 @@ def _strip_soft(img: np.ndarray, sp: np.ndarray, p: SkullStripParams,
     # A small or thin brain section (top of the head, a lateral sagittal slice) may not survive
     # the erosion: retry gentler before concluding that the slice holds no brain.
     for depth_mm in (p.erode_mm, p.erode_mm / 2):
-        seed = _pick_brain(_erode(tissue, depth_mm, sp), head, sp, depth_mm, smooth)
+        seed = _pick_brain(erode(tissue, depth_mm, sp), head, sp, depth_mm, smooth)
         if seed is not None:
             break
     else:
@@ -374,10 +344,10 @@ def _strip_soft(img: np.ndarray, sp: np.ndarray, p: SkullStripParams,
     yield 3, n
 
     # 5. Grow back inside tissue, close sulci, fill holes, smooth.
-    brain = _touching(_dilate(seed, p.erode_mm + 1.0, sp) & tissue, seed)
+    brain = touching(dilate(seed, p.erode_mm + 1.0, sp) & tissue, seed)
     if p.close_mm > 0:
-        brain = _erode(_dilate(brain, p.close_mm, sp), p.close_mm, sp)
-    brain = _fill_holes(brain) & head
+        brain = erode(dilate(brain, p.close_mm, sp), p.close_mm, sp)
+    brain = fill_holes(brain) & head
     yield 4, n
     if _stripped_region(img, brain, sp) is not None:
         return brain.astype(np.float32), True
@@ -386,21 +356,6 @@ def _strip_soft(img: np.ndarray, sp: np.ndarray, p: SkullStripParams,
         soft = ndi.gaussian_filter(soft, sigma=p.smooth_mm / sp)
     yield 5, n
     return soft * head, False
-
-
-def _touching(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:
-    """Keep the connected components of ``mask`` that overlap ``seed``."""
-    labels, _ = ndi.label(mask)
-    keep = np.unique(labels[seed & mask])
-    return np.isin(labels, keep[keep > 0])
-
-
-def _fill_holes(mask: np.ndarray) -> np.ndarray:
-    out = ndi.binary_fill_holes(mask)
-    if mask.ndim == 3:  # also slice by slice: ventricles open to the surface in 3D are closed in 2D
-        for z in range(out.shape[0]):
-            out[z] = ndi.binary_fill_holes(out[z])
-    return out
 
 
 StripMode = Literal["auto", "3d", "slices"]
@@ -571,7 +526,7 @@ def include_enhancing(mask: np.ndarray, image: np.ndarray,
     # Only the shell within reach: scalp fat and marrow further out would join everything up.
     bright = (img > p50 + ENHANCING_SPREAD * max(p90 - p50, 1e-6)) & near
     # An opening cuts the thin vessels and dura that join a lesion to everything else bright.
-    blobs = _dilate(_erode(bright, OPEN_MM, sp), OPEN_MM, sp) & bright
+    blobs = dilate(erode(bright, OPEN_MM, sp), OPEN_MM, sp) & bright
     labels, n = ndi.label(blobs)
     if n == 0:
         return full
@@ -586,7 +541,7 @@ def include_enhancing(mask: np.ndarray, image: np.ndarray,
     # not the whole bright shell it may touch through the falx or a sinus.
     lesion = np.isin(labels, keep)
     zone = ndi.distance_transform_edt(~lesion, sampling=sp) <= LESION_REACH_MM
-    added = _touching(bright & zone, lesion) & ~mask
+    added = touching(bright & zone, lesion) & ~mask
     if added.any():
         log.info("kept %d voxels of enhancing lesion outside the brain mask", int(added.sum()))
     out = full.copy()
