@@ -13,7 +13,7 @@ prediction (tumour mask)  ``OUT/<sub-folders>/NAME_pred.nii.gz``       ``brainse
 ... multi-series input    ``NAME_seriesK_pred.nii.gz``                 one per series, K from 1
 ... as DICOM SEG          ``NAME_pred.dcm`` beside the NIfTI mask      ``--dicom-seg`` (DICOM
                                                                        series); never an input
-old prediction            ``NAME_tumour.ext``                          versions before 0.2; read
+old prediction            ``NAME_tumour.ext``                          earlier versions; read
                                                                        as a prediction
 overlay (quick look)      ``OUT/overlays/<sub-folders>/NAME_pred``     ``--overlays``; a picture,
                           ``_overlay.png``                             never a scan or labels
@@ -55,7 +55,7 @@ MASK_DIRS = ("masks", "labels")
 IMAGE_DIRS = ("images",)
 #: This package's tumour predictions: ``NAME_pred.ext``.
 PREDICTION_SUFFIX = "_pred"
-#: What predictions were called before (``NAME_tumour.ext``, versions up to 0.1). Kept so that a
+#: What predictions were called before (``NAME_tumour.ext``, earlier versions). Kept so that a
 #: user's old results folder still reopens as prediction labels, is never taken for ground truth,
 #: is never segmented again, and counts as "already done" on a re-run into it.
 LEGACY_PREDICTION_SUFFIXES = ("_tumour",)

@@ -524,7 +524,7 @@ def _results_folder(d: Path) -> Path:
         _png(d / f"{name}.png")
         _png(res / f"{name}_pred.png", np.eye(48, dtype=np.uint8))
         write_sidecar(res / f"{name}_pred.png", record())
-    _png(res / "old_tumour.png", np.eye(48, dtype=np.uint8))  # a result of version 0.1
+    _png(res / "old_tumour.png", np.eye(48, dtype=np.uint8))  # an earlier version's result
     _png(res / "overlays" / "a_pred_overlay.png", np.zeros((48, 48, 3), np.uint8))
     return res
 
