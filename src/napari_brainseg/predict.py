@@ -1,4 +1,4 @@
-"""Segmenting slices, volumes and folders with a U-Net checkpoint.
+"""Segmenting slices and volumes with a U-Net checkpoint (model inference and its postprocessing).
 
 - The checkpoint's own intensity normalisation is applied to every slice.
 - Any image size: the U-Net is fully convolutional, and images with a side larger than
@@ -29,6 +29,11 @@ from torch.nn import functional as F  # noqa: N812
 
 from .devices import Device, pick_device
 from .inference import Backend, OnnxBackend, backend_choice, onnx_available
+from .lesions import (  # noqa: F401 (tumour_size, largest_lesion_centre: this module's API)
+    largest_component,
+    largest_lesion_centre,
+    tumour_size,
+)
 from .model import Checkpoint, UNet, load_checkpoint
 from .preprocess import contrast_warning, estimate_pixel_mm, normalise
 from .progress import drain
@@ -113,13 +118,6 @@ class VolumeResult:
     voxels: int
     size_mm: float
     unit: str
-
-
-def tumour_size(mask: np.ndarray, spacing: Sequence[float] | None = None) -> tuple[int, float, str]:
-    """Return ``(voxels, size, unit)``: area in mm² for a 2D mask, volume in mm³ for 3D."""
-    n = int(np.count_nonzero(mask))
-    sp = [1.0] * mask.ndim if spacing is None else [float(s) for s in spacing]
-    return n, n * float(np.prod(sp)), "mm2" if mask.ndim == 2 else "mm3"
 
 
 def _gaussian_weight(tile: int) -> torch.Tensor:
@@ -398,7 +396,7 @@ class Predictor:
             areas = np.bincount(labels.ravel())[1:] * float(np.prod(sp))
             mask = np.isin(labels, np.flatnonzero(areas >= opts.min_area_mm2) + 1)
         if opts.keep == "largest" if largest is None else largest:
-            mask = _largest_component(mask)
+            mask = largest_component(mask)
         return mask.astype(np.uint8)
 
     def segment_slice(self, image: np.ndarray, spacing: Sequence[float] | None = None,
@@ -466,7 +464,7 @@ class Predictor:
                     prob_out[tuple(sl)] = p
             yield idx[-1] + 1, total
         if self.options.keep == "largest":
-            mask = _largest_component(mask).astype(np.uint8)
+            mask = largest_component(mask).astype(np.uint8)
         n, size, unit = tumour_size(mask, sp3)
         return VolumeResult(mask, prob_out, n, size, unit)
 
@@ -579,20 +577,3 @@ def segment_scan(predictor: Predictor, image: np.ndarray,
                  spacing: Sequence[float] | None = None, **kwargs: Any) -> ScanResult:
     """Run :func:`iter_segment_scan` to the end."""
     return drain(iter_segment_scan(predictor, image, spacing, **kwargs))
-
-
-def largest_lesion_centre(mask: np.ndarray) -> tuple[int, ...] | None:
-    """Voxel index of the centre of the largest connected lesion (None if the mask is empty)."""
-    if not np.any(mask):
-        return None
-    big = _largest_component(np.asarray(mask) > 0)
-    return tuple(int(round(c)) for c in ndi.center_of_mass(big))
-
-
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    labels, n = ndi.label(mask)
-    if n <= 1:
-        return mask.astype(bool)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return labels == int(np.argmax(sizes))
