@@ -52,7 +52,7 @@ def test_review_by_uncertainty_then_fine_tune_on_the_corrected_slices(
     viewer.window.add_dock_widget(ft)
     ft.reset_choices()
     ft.image.value = image
-    ft.labels.value = lab
+    ft.labels_layer.value = lab
     ft.steps.value = 10
     ft.run_button.clicked.emit()
     qtbot.waitUntil(lambda: ft._worker is None and "new model" in ft.status.value,
@@ -74,6 +74,6 @@ def test_fine_tune_without_corrections_says_what_to_do(make_napari_viewer_proxy,
                             metadata={PREDICTION_KEY: mask, "brainseg_model": "demo"})
     ft = FinetuneWidget(viewer)
     ft.reset_choices()
-    ft.image.value, ft.labels.value = image, lab
+    ft.image.value, ft.labels_layer.value = image, lab
     assert ft._job() is None  # nothing corrected: a notification, no worker
     assert ft._worker is None

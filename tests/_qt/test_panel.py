@@ -53,3 +53,24 @@ def test_manifest_offers_the_panel_and_each_widget():
     assert {"Skull strip", "Segment tumour", "Train U-Net", "Batch segment a folder"} <= set(names)
     commands = {c.id: c.python_name for c in manifest.contributions.commands}
     assert commands[manifest.contributions.widgets[0].command].endswith(":BrainSegPanel")
+
+
+def test_every_field_of_every_tab_has_its_label_in_an_empty_viewer(make_napari_viewer_proxy):
+    """A widget attribute named ``labels`` replaced magicgui's Container.labels flag: with no
+    Labels layer yet (the usual start) the Correct & train tab showed its fields unlabelled."""
+    from magicgui.widgets import Container
+    from magicgui.widgets.bases import ButtonWidget
+
+    viewer = make_napari_viewer_proxy()
+    panel = BrainSegPanel(viewer)
+
+    def fields(container):
+        for w in container:
+            if isinstance(w, Container) and not w.labels:
+                yield from fields(w)  # a row of buttons or a sub-form shows its own labels
+            elif not isinstance(w, (ButtonWidget, Container)) and w.label:
+                yield container, w
+
+    unlabelled = [f"{type(c).__name__}.{w.label}" for tab in panel.widgets
+                  for c, w in fields(tab) if c.labels is not True or w._labeled_widget() is None]
+    assert unlabelled == []

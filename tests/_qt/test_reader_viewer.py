@@ -161,7 +161,7 @@ def test_a_prediction_reopens_is_corrected_on_save_and_becomes_a_training_pair(
     w.reset_choices()
     w.folder.value = str(tmp_path / "training")
     w.image.value = scan
-    assert w.labels.value is layer  # the prediction is the default labels
+    assert w.labels_layer.value is layer  # the prediction is the default labels
     w.add_to_folder()
     pairs = find_pairs(tmp_path / "training")
     assert [(p.image.name, p.mask.name) for p in pairs] == [("scan.tif", "scan.png")]

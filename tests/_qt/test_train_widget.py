@@ -31,7 +31,7 @@ def test_two_epochs_on_layers_update_plot_and_progress(make_napari_viewer_proxy,
     il = viewer.add_image(img, name="scan")
     ll = viewer.add_labels(lab, name="scan tumour")
     w = _widget(viewer, tmp_path)
-    w.image.value, w.labels.value = il, ll
+    w.image.value, w.labels_layer.value = il, ll
     w.val_split.value = 0.25
     w.run_button.clicked.emit()
     qtbot.waitUntil(lambda: w.run_button.enabled and w._worker is None, timeout=60_000)
@@ -50,7 +50,7 @@ def test_cancel_and_correct_then_retrain(make_napari_viewer_proxy, qtbot, tmp_pa
     il = viewer.add_image(img, name="scan")
     ll = viewer.add_labels(lab, name="scan tumour")
     w = _widget(viewer, tmp_path)
-    w.image.value, w.labels.value = il, ll
+    w.image.value, w.labels_layer.value = il, ll
     # Correct-then-retrain: save the pair twice -> two pairs, nothing overwritten.
     w.add_to_folder()
     w.add_to_folder()
@@ -72,7 +72,7 @@ def test_closing_the_widget_mid_run_stops_training_cleanly(make_napari_viewer_pr
     img, lab = _stack(3)
     w = _widget(viewer, tmp_path)
     w.image.value = viewer.add_image(img, name="scan")
-    w.labels.value = viewer.add_labels(lab, name="scan tumour")
+    w.labels_layer.value = viewer.add_labels(lab, name="scan tumour")
     w.epochs.value = 500
     w.run_button.clicked.emit()
     qtbot.waitUntil(lambda: len(w.plot.epochs) >= 1, timeout=60_000)
@@ -95,8 +95,8 @@ def test_labels_default_to_tumour_labels_not_a_brain_mask(make_napari_viewer_pro
     tumour = viewer.add_labels(lab, name="ch2 tumour")
     viewer.add_labels(np.ones_like(lab), name="ch2 brain mask 2")
     w = _widget(viewer, tmp_path)
-    assert w.labels.value.name == tumour.name
-    assert [c for c in w.labels.choices][-1].name.startswith("ch2 brain mask")
+    assert w.labels_layer.value.name == tumour.name
+    assert [c for c in w.labels_layer.choices][-1].name.startswith("ch2 brain mask")
 
 
 def _integer_ticks(ax):
@@ -127,7 +127,7 @@ def test_progress_bar_counts_validation_batches(make_napari_viewer_proxy, tmp_pa
     img, lab = _stack()
     w = _widget(viewer, tmp_path)
     w.image.value = viewer.add_image(img, name="scan")
-    w.labels.value = viewer.add_labels(lab, name="scan tumour")
+    w.labels_layer.value = viewer.add_labels(lab, name="scan tumour")
     gen, _done, on_yield = w._train_job()
     gen.close()  # only the progress wiring is exercised here
     seen = []
@@ -152,7 +152,7 @@ def test_one_volume_warning_is_a_notification(make_napari_viewer_proxy, qtbot, t
     img, lab = _stack(4)
     w = _widget(viewer, tmp_path)
     w.image.value = viewer.add_image(img, name="scan")
-    w.labels.value = viewer.add_labels(lab, name="scan tumour")
+    w.labels_layer.value = viewer.add_labels(lab, name="scan tumour")
     w.epochs.value = 1
     w.run_button.clicked.emit()
     assert any("one patient/volume only" in m for m in shown)

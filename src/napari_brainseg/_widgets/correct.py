@@ -33,13 +33,13 @@ class FinetuneWidget(_WorkerWidget):
         from magicgui.widgets import FileEdit
 
         self.image = create_widget(annotation=Image, label="image")
-        self.labels = ComboBox(choices=self._prediction_choices, label="corrected labels")
+        self.labels_layer = ComboBox(choices=self._prediction_choices, label="corrected labels")
         self.steps = SpinBox(value=120, min=10, max=5000, step=10, label="steps")
         self.replay = FileEdit(mode="d", label="replay folder", value="")
         self.replay.tooltip = ("a training folder of image/mask pairs mixed into every batch so "
                                "the model does not forget; without one, the model's own "
                                "predictions on the slices you did not correct are replayed")
-        self.extend([self.image, self.labels, self.steps, self.replay, *self._controls()])
+        self.extend([self.image, self.labels_layer, self.steps, self.replay, *self._controls()])
 
     def _job(self) -> Any:
         from napari_brainseg.correction import (
@@ -51,7 +51,7 @@ class FinetuneWidget(_WorkerWidget):
             next_version_path,
         )
 
-        img, lab = self.image.value, self.labels.value
+        img, lab = self.image.value, self.labels_layer.value
         if img is None or lab is None:
             show_info("napari-brainseg: segment an image first, correct its prediction, then "
                       "choose the image and the corrected prediction layer.")

@@ -114,7 +114,7 @@ class TrainWidget(_WorkerWidget):
 
         self._stop: Any = None
         self.image = create_widget(annotation=Image, label="image")
-        self.labels = ComboBox(choices=self._label_choices, label="labels")
+        self.labels_layer = ComboBox(choices=self._label_choices, label="labels")
         self.source = ComboBox(choices=["layers", "training folder"], value="layers",
                                label="train on")
         self.folder = FileEdit(mode="d", label="training folder",
@@ -139,7 +139,7 @@ class TrainWidget(_WorkerWidget):
         self.out = FileEdit(mode="w", filter="*.pt", label="save model to",
                             value=str(_default_model_path()))
         self.plot = LossPlot()
-        self.extend([self.image, self.labels, self.source, self.folder, self.add_button,
+        self.extend([self.image, self.labels_layer, self.source, self.folder, self.add_button,
                      self.loss, self.use_alpha, self.alpha, self.gamma, self.epochs,
                      self.batch_size, self.lr, self.val_split, self.patch_size,
                      self.base_filters, self.fine_tune, self.init_model, self.out,
@@ -151,7 +151,7 @@ class TrainWidget(_WorkerWidget):
         """Save the chosen image + labels into the training folder as a new pair."""
         from napari_brainseg.data import add_training_pair
 
-        img, lab = self.image.value, self.labels.value
+        img, lab = self.image.value, self.labels_layer.value
         if img is None or lab is None:
             show_info("Choose an image and its labels layer first.")
             return
@@ -185,7 +185,7 @@ class TrainWidget(_WorkerWidget):
                 epochs=int(self.epochs.value), batch_size=int(self.batch_size.value),
                 lr=float(self.lr.value), patch_size=int(self.patch_size.value))
             if self.source.value == "layers":
-                img, lab = self.image.value, self.labels.value
+                img, lab = self.image.value, self.labels_layer.value
                 if img is None or lab is None:
                     raise ValueError("choose an image and the labels layer you painted")
                 samples = samples_from_arrays(np.asarray(img.data), np.asarray(lab.data),
