@@ -31,22 +31,6 @@ def _run(widget: object, timeout_ms: int) -> None:
     widget.wait(timeout_ms)
 
 
-def shot_skullstrip(viewer: napari.Viewer) -> None:
-    from napari_brainseg._widgets import SkullStripWidget
-
-    # A real contrast-enhanced clinical scan the stripper never trained on, with its tumour.
-    scan = REAL / "mrbraintumor2_cet1.nii.gz"
-    (layer,) = viewer.open(str(scan), plugin="napari-brainseg")
-    widget = SkullStripWidget(viewer)
-    _dock(viewer, widget, "Skull strip")
-    widget.image.value = layer
-    _run(widget, 120_000)
-    mask = viewer.layers["mrbraintumor2_cet1 brain mask"]
-    mask.contour = 2
-    mask.opacity = 0.9
-    viewer.dims.set_current_step(0, 40)
-
-
 def shot_train(viewer: napari.Viewer) -> None:
     import tempfile
 
@@ -58,7 +42,7 @@ def shot_train(viewer: napari.Viewer) -> None:
     image, labels = viewer.open(str(tmp / "phantoms"), plugin="napari-brainseg")
     widget = TrainWidget(viewer)
     _dock(viewer, widget, "Train U-Net")
-    widget.image.value, widget.labels.value = image, labels
+    widget.image.value, widget.labels_layer.value = image, labels
     widget.epochs.value = 40
     widget.batch_size.value = 8
     widget.base_filters.value = 8
@@ -126,9 +110,112 @@ def shot_review(viewer: napari.Viewer) -> None:
     area.ensureWidgetVisible(panel.segment.review.native)
 
 
-SHOTS = {"reader": shot_reader, "skullstrip": shot_skullstrip, "train": shot_train,
-         "segment": shot_segment, "panel": shot_panel, "review": shot_review}
-SIZES = {"train": (1500, 900), "panel": (1280, 800), "review": (1280, 800)}
+# --------------------------------------------------------------------------- the panel's tabs
+# Each tab of the one panel at 1280 x 800 after real work on real scans (the Segment tab is
+# "panel" above).
+
+
+#: Widgets whose run is still going when their picture is taken (stopped before the next shot).
+RUNNING: list = []
+
+
+def _panel(viewer: napari.Viewer, tab: str) -> object:
+    from napari_brainseg._widgets import BrainSegPanel
+
+    panel = BrainSegPanel(viewer)
+    _dock(viewer, panel, "Brain tumour segmentation")
+    titles = [panel.tabText(i).replace("&&", "&") for i in range(panel.count())]
+    panel.setCurrentIndex(titles.index(tab))
+    return panel
+
+
+def _wait_until(condition: object, timeout_ms: int) -> None:
+    from qtpy.QtCore import QCoreApplication, QElapsedTimer
+
+    timer = QElapsedTimer()
+    timer.start()
+    while not condition() and timer.elapsed() < timeout_ms:
+        QCoreApplication.processEvents()
+
+
+def shot_tab_skullstrip(viewer: napari.Viewer) -> None:
+    # Colin27 (real T1 with skull and scalp), stripped with the default learned method.
+    (layer,) = viewer.open(str(SHARED / "ch2.nii.gz"), plugin="napari-brainseg")
+    panel = _panel(viewer, "Skull strip")
+    panel.skull_strip.image.value = layer
+    _run(panel.skull_strip, 300_000)
+    mask = viewer.layers[f"{layer.name} brain mask"]
+    mask.contour = 2
+    mask.opacity = 0.9
+    viewer.dims.set_current_step(0, 70)
+
+
+def shot_tab_correct(viewer: napari.Viewer) -> None:
+    import os
+    import tempfile
+
+    from napari_brainseg.io import read
+
+    # Segment the real CE-T1 scan, correct the 8 slices where the prediction is furthest from
+    # the scan's reference tumour mask (as a reviewer painting would), then fine-tune on them.
+    os.environ["HOME"] = tempfile.mkdtemp()  # the new model version goes under ~/napari-brainseg
+    (layer,) = viewer.open(str(REAL / "mrbraintumor1_cet1.nii.gz"), plugin="napari-brainseg")
+    panel = _panel(viewer, "Segment")
+    panel.segment.image.value = layer
+    _run(panel.segment, 300_000)
+    labels = viewer.layers[f"{layer.name} tumour"]
+    labels.contour = 2
+    labels.opacity = 0.9
+    truth = read(REAL / "mrbraintumor1_cet1_tumour.nii.gz")[0].data > 0
+    data = np.array(labels.data)
+    wrong = [(int((data[z] != truth[z]).sum()), z) for z in range(data.shape[0])]
+    fixed = sorted(z for n, z in sorted(wrong, reverse=True)[:8] if n)
+    data[fixed] = truth[fixed]
+    labels.data = data
+    panel.setCurrentIndex(2)
+    panel.reset_choices()
+    panel.finetune.image.value = layer
+    panel.finetune.labels_layer.value = labels
+    panel.finetune.steps.value = 60  # half the default: the picture, not the best model
+    _run(panel.finetune, 600_000)
+    viewer.dims.set_current_step(0, fixed[len(fixed) // 2])
+
+
+def shot_tab_batch(viewer: napari.Viewer) -> None:
+    import shutil
+    import tempfile
+
+    # Three real scans (two with their reference masks as NAME_mask, so Dice is filled in):
+    # the picture is taken while the third is being segmented, its slice bar half way.
+    src = Path(tempfile.mkdtemp()) / "scans"
+    src.mkdir()
+    shutil.copy(REAL / "itk_t1_head.nii.gz", src)
+    for name in ("mrbraintumor1_cet1", "mrbraintumor2_cet1"):
+        shutil.copy(REAL / f"{name}.nii.gz", src)
+        shutil.copy(REAL / f"{name}_tumour.nii.gz", src / f"{name}_mask.nii.gz")
+    panel = _panel(viewer, "Batch")
+    batch = panel.batch
+    batch.input.value = str(src)
+    batch.output.value = str(src.parent / "results")
+    batch.run_button.clicked.emit()
+    RUNNING.append(batch)
+    _wait_until(lambda: batch._worker is None or (
+        len(batch._results) >= 2 and batch.status.value.startswith("file 3/3")
+        and batch.slice_progress.value >= batch.slice_progress.max // 2), 900_000)
+    batch._open_row(1)  # as a double-click on the row: the scan, its reference, the prediction
+    pred = viewer.layers["mrbraintumor1_cet1 prediction"]
+    pred.contour = 2
+    pred.opacity = 0.9
+    viewer.layers["mrbraintumor1_cet1 ground truth"].visible = False
+    viewer.dims.set_current_step(0, 36)
+
+
+SHOTS = {"reader": shot_reader, "train": shot_train,
+         "segment": shot_segment, "panel": shot_panel, "review": shot_review,
+         "tab_skullstrip": shot_tab_skullstrip, "tab_correct": shot_tab_correct,
+         "tab_batch": shot_tab_batch}
+SIZES = {"train": (1500, 900), "panel": (1280, 800), "review": (1280, 800),
+         "tab_skullstrip": (1280, 800), "tab_correct": (1280, 800), "tab_batch": (1280, 800)}
 
 
 def main(names: list[str]) -> None:
@@ -140,11 +227,23 @@ def main(names: list[str]) -> None:
         viewer.reset_view()
         napari.qt.get_qapp().processEvents()
         img = viewer.screenshot(canvas_only=False, flash=False)
-        import imageio.v3 as iio
-
-        iio.imwrite(OUT / f"{name}.png", np.asarray(img))
-        print("wrote", OUT / f"{name}.png")
+        _write_small_png(OUT / f"{name}.png", np.asarray(img))
+        print("wrote", OUT / f"{name}.png", f"{(OUT / f'{name}.png').stat().st_size // 1024} KB")
+        while RUNNING:  # a run still going (the batch shot): stop it after its current step
+            widget = RUNNING.pop()
+            widget.cancel()
+            widget.wait(600_000)
         viewer.close()
+
+
+def _write_small_png(path: Path, rgba: np.ndarray) -> None:
+    """A screenshot as a 256-colour PNG: a third of the size, the same to the eye for a UI
+    over grey scans (Pillow's median cut, no dithering, so flat widgets stay flat)."""
+    from PIL import Image
+
+    image = Image.fromarray(rgba[..., :3])
+    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT,
+                   dither=Image.Dither.NONE).save(path, optimize=True)
 
 
 if __name__ == "__main__":
