@@ -98,7 +98,8 @@ def tiny_model(tmp_path_factory) -> Path:
     src = Path(napari_brainseg.__file__).parent
     key = hashlib.sha256(Path(__file__).read_bytes())
     for name in ("train.py", "model.py", "data.py", "losses.py", "preprocess.py",
-                 "synthetic.py"):
+                 "synthetic.py", "distributed.py", "train_paths.py", "loss_config.py",
+                 "devices.py"):
         key.update((src / name).read_bytes())
     cached = Path(tempfile.gettempdir()) / f"brainseg-tiny-model-{key.hexdigest()[:16]}.pt"
     if cached.is_file():
