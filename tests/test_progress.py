@@ -106,3 +106,28 @@ def test_study_cli_shows_epochs_a_true_eta_after_a_resume_and_how_to_resume(
                            "epochs, 1.00 epoch/min, 5:29:00 left") for ln in lines), err
     assert "interrupted; run the same command again to resume" in err
     assert str(tmp_path / "s") in err
+
+
+def test_a_study_stopped_between_tuning_and_refit_counts_the_tuning_as_done_before(
+        tmp_path, monkeypatch):
+    from napari_brainseg import tuning
+
+    cfg = StudyConfig(losses=["bce"], folds=2, max_epochs=2, batch_size=4, lr=3e-3,
+                      patch_size=48, base_filters=4, alphas={"bce": [None]}, trials=1)
+    samples = _samples()
+    real_claim = tuning.claim
+
+    def stop_at_refit(store, name):
+        if name.endswith(":refit"):
+            raise KeyboardInterrupt  # Ctrl-C after the first cell's trial, before its refit
+        return real_claim(store, name)
+
+    monkeypatch.setattr(tuning, "claim", stop_at_refit)
+    with pytest.raises(KeyboardInterrupt):
+        drain(iter_study(samples, tmp_path / "s", cfg))
+    monkeypatch.setattr(tuning, "claim", real_claim)
+    events: list[StudyProgress] = []
+    drain(iter_study(samples, tmp_path / "s", cfg), events.append)
+    refit = next(e for e in events if e.stage == "refit")
+    assert refit.fold == 0 and refit.work_done == refit.work_before == 2  # 1 trial x 2 epochs
+    assert events[-1].work_done == 8 and events[-1].work_before == 2

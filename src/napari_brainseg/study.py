@@ -379,7 +379,10 @@ def iter_study(samples: Sequence[Sample], out_dir: str | Path,
                 continue  # another process refits this cell; its result is collected below
             best = tuning.best_of(store, name)
             params, epochs = best["params"], best["epochs"]
-            work.at(n_trials * cfg.max_epochs)
+            # Every trial finished in an earlier run (a resume between tuning and refit): the
+            # tuning was not this process's work.
+            work.at(n_trials * cfg.max_epochs, before=n_trials * cfg.max_epochs if first
+                    else 0.0)
             yield progress("refit", f"{_describe(params)}, {epochs} epochs")
             model_path = out / "work" / f"fold{p.fold}_{_slug(loss)}.pt"
             for _, e in _run_training([samples[i] for i in p.train], [], model_path,
