@@ -371,3 +371,15 @@ def test_image_level_test_pairs_patients_not_slices(tmp_path):
     assert len(rows) == 80 and {r["patient"] for r in rows} == {"0", "1", "2", "3", "4"}
     means = patient_means([{**r, "patient": r["patient"]} for r in rows], "focal")
     assert len(means) == 5
+
+
+def test_folds_file_is_size_checked_before_scipy_reads_it(tmp_path, monkeypatch):
+    import scipy.io
+
+    from napari_brainseg.formats import mat5
+
+    scipy.io.savemat(tmp_path / "cvind.mat", {"cvind": np.ones((1000, 1))})
+    monkeypatch.setattr(mat5, "memory_cap", lambda: (1000, "a test limit"))
+    monkeypatch.setattr(scipy.io, "loadmat", lambda *a, **k: pytest.fail("loadmat ran"))
+    with pytest.raises(ValueError, match="cvind"):
+        study_mod.read_fold_file(tmp_path / "cvind.mat")

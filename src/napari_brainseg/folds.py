@@ -91,6 +91,9 @@ def read_fold_file(path: str | Path, variable: str = "cvind") -> np.ndarray:
         else:
             import scipy.io
 
+            from .formats.mat5 import check_mat5_claims
+
+            check_mat5_claims(path)  # sizes from the headers before scipy allocates anything
             try:
                 mat = scipy.io.loadmat(str(path), variable_names=[variable])
             except Exception as exc:
