@@ -1,6 +1,7 @@
 """A simulated user in the correction loop: uncertainty-ordered corrections against random ones.
 
     python benchmarks/correction_loop.py [--seeds 2] [--rounds 5] [--k 8] [--plot PNG]
+        [--strategies uncertainty,diverse,random]
 
 Data: synthetic contrast-enhanced tumours on three real heads (Colin27, ITK, ROBEX from
 ../shared/data, or build/tumour-heads.npz when ``scripts/train_tumour_model.py --prepare`` made
@@ -10,21 +11,28 @@ it), any plane, 1-7 mm thick, 2 mm pixels on a 128 x 128 grid. Per seed:
 2. a pool of unlabelled slices (their truth hidden) and a held-out test set are drawn;
 3. each round the "user" corrects ``k`` pool slices (the prediction replaced by the truth),
    chosen (a) by uncertainty (:mod:`napari_brainseg.uncertainty`, 4-flip TTA, the most
-   uncertain slices first) or (b) at random; then the model is fine-tuned from its current
+   uncertain slices first), (b) by uncertainty with diversity (``diverse``: suggestive
+   annotation, :func:`napari_brainseg.uncertainty.select_slices`, the 2k most uncertain
+   slices narrowed to the k that best represent the pool by the model's bottleneck features)
+   or (c) at random; then the model is fine-tuned from its current
    weights on every slice corrected so far plus replay of the starting slices
    (:func:`napari_brainseg.correction.finetune`), and Dice on the test set is measured.
 
-Printed: test Dice against the number of corrected slices for both strategies (mean and range
+Printed: test Dice against the number of corrected slices for each strategy (mean and range
 over the seeds), the error rate (misclassified pixels per slice) of the slices each strategy
-picks against the pool's average, how many corrected slices the uncertainty order needs to reach
-the random order's final Dice, and CPU minutes per round. Everything is seeded.
+picks against the pool's average, how many corrected slices each ordered strategy needs to reach
+the random order's final Dice, and CPU minutes per round. Everything is seeded; the strategies
+of a seed share its data, its starting model and its fine-tuning seeds.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import multiprocessing as mp
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +47,19 @@ from napari_brainseg.predict import Predictor, SegmentOptions
 from napari_brainseg.preprocess import DEFAULT_NORMALISATION, normalise
 from napari_brainseg.synthesis import load_head, load_heads, training_slice
 from napari_brainseg.train import TrainConfig, train
-from napari_brainseg.uncertainty import UncertaintyOptions, uncertainty
+from napari_brainseg.uncertainty import (
+    UncertaintyOptions,
+    encoder_features,
+    select_slices,
+    uncertainty,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 HEADS_FILE = ROOT / "build" / "tumour-heads.npz"
 PIXEL_MM = 2.0
+STRATEGIES = ("uncertainty", "diverse", "random")
+COLOURS = {"uncertainty": "tab:orange", "diverse": "tab:green", "random": "tab:blue"}
 
 
 def heads():
@@ -87,7 +102,7 @@ def predict(model_path, pairs):
 
 def run_seed(seed, hs, args, work):
     rng = np.random.default_rng(seed)
-    t0 = time.process_time()
+    t0, wall0 = time.process_time(), time.time()
     start = draw(hs, rng, args.start)
     pool = draw(hs, rng, args.pool)
     test = draw(hs, rng, args.test)
@@ -105,7 +120,7 @@ def run_seed(seed, hs, args, work):
         return replay_pairs[int(r.integers(len(replay_pairs)))]
 
     curves, picked_err, round_min = {}, {}, []
-    for strategy in ("uncertainty", "random"):
+    for strategy in args.strategies:
         model, chosen = base, []
         d, _ = dice_and_errors(predict(model, test), test)
         curve = [(0, d)]
@@ -116,12 +131,22 @@ def run_seed(seed, hs, args, work):
             left = [i for i in range(len(pool)) if i not in chosen]
             _, err = dice_and_errors(predict(model, [pool[i] for i in left]),
                                      [pool[i] for i in left])
-            if strategy == "uncertainty":
+            if strategy in ("uncertainty", "diverse"):
                 pred = Predictor.from_checkpoint(model, device="cpu")
                 scores = [uncertainty(pred, pool[i][0], (PIXEL_MM, PIXEL_MM),
                                       options=UncertaintyOptions("tta", 4)).score for i in left]
                 pick = list(np.argsort(-np.array(scores), kind="stable")[: args.k])
-            else:
+            if strategy == "diverse":
+                # the features of every pool slice: corrected ones count as covered
+                feats = np.concatenate([
+                    encoder_features(pred, [img for img, _ in pool[a:a + 32]],
+                                     (PIXEL_MM, PIXEL_MM)) for a in range(0, len(pool), 32)])
+                all_scores = np.zeros(len(pool))
+                all_scores[left] = scores
+                picked = select_slices(all_scores, feats, args.k, labelled=chosen,
+                                       candidates=args.candidates)
+                pick = [left.index(i) for i in picked]
+            elif strategy == "random":
                 pick = list(pick_rng.choice(len(left), args.k, replace=False))
             ratios.append(err[pick].mean() / max(err.mean(), 1e-9))
             chosen += [left[j] for j in pick]
@@ -136,7 +161,13 @@ def run_seed(seed, hs, args, work):
             round_min.append((time.process_time() - t) / 60)
         curves[strategy] = curve
         picked_err[strategy] = ratios
-    return curves, picked_err, round_min, gen_min
+    return curves, picked_err, round_min, gen_min, ((time.process_time() - t0) / 60,
+                                                    (time.time() - wall0) / 60)
+
+
+def _seed_job(seed, args, work):
+    torch.set_num_threads(args.threads)
+    return run_seed(seed, heads(), args, work)
 
 
 def slices_to_reach(curve, target):
@@ -161,17 +192,35 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=80, help="fine-tuning steps per round")
     ap.add_argument("--plot", type=Path, help="write the Dice curves as a PNG")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (1 on a busy machine)")
+    ap.add_argument("--candidates", type=int, default=2,
+                    help="diverse: choose k of the candidates x k most uncertain slices")
+    ap.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")
+    ap.add_argument("--strategies", default=",".join(STRATEGIES),
+                    help="comma-separated, from " + ", ".join(STRATEGIES) + " (random needed)")
     args = ap.parse_args()
+    args.strategies = [x.strip() for x in args.strategies.split(",") if x.strip()]
+    bad = [x for x in args.strategies if x not in STRATEGIES]
+    if bad or "random" not in args.strategies:
+        ap.error(f"--strategies: choose from {', '.join(STRATEGIES)}, random included")
     torch.set_num_threads(args.threads)
-    hs = heads()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(args.seeds):
-            results.append(run_seed(seed, hs, args, Path(tmp)))
-            print(f"seed {seed} done", flush=True)
+        if args.jobs == 1:
+            hs = heads()
+            for seed in range(args.seeds):
+                results.append(run_seed(seed, hs, args, Path(tmp)))
+                print(f"seed {seed} done: {results[-1][4][0]:.1f} CPU min, "
+                      f"{results[-1][4][1]:.1f} min wall", flush=True)
+        else:  # seeds in parallel processes, each with --threads torch threads
+            job = functools.partial(_seed_job, args=args, work=Path(tmp))
+            with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("fork")) as ex:
+                for seed, res in enumerate(ex.map(job, range(args.seeds))):
+                    results.append(res)
+                    print(f"seed {seed} done: {res[4][0]:.1f} CPU min, {res[4][1]:.1f} min "
+                          "wall", flush=True)
     rows = []
     n_rounds = args.rounds + 1
-    for strategy in ("uncertainty", "random"):
+    for strategy in args.strategies:
         for r in range(n_rounds):
             ds = [res[0][strategy][r][1] for res in results]
             n = results[0][0][strategy][r][0]
@@ -181,17 +230,21 @@ def main() -> None:
           f"{args.seeds} seeds); picked error = misclassified pixels per picked slice "
           "/ pool mean\n")
     print_table(["strategy", "corrected slices", "test Dice", "range", "picked error"], rows)
-    need = []
-    for res in results:
-        final_random = res[0]["random"][-1][1]
-        need.append(slices_to_reach(res[0]["uncertainty"], final_random)
-                    / res[0]["random"][-1][0])
+    print()
+    for strategy in args.strategies:
+        if strategy == "random":
+            continue
+        need = [slices_to_reach(res[0][strategy], res[0]["random"][-1][1])
+                / res[0]["random"][-1][0] for res in results]
+        print(f"{strategy} order reaches the random order's final Dice with "
+              f"{', '.join(f'{x:.2f}' for x in need)} x its corrected slices (per seed; "
+              f"median {np.median(need):.2f}, {sum(x <= 0.5 for x in need)}/{len(need)} "
+              "seeds at most 0.5)")
+    for strategy in args.strategies:
+        per_seed = [np.mean(res[1][strategy]) for res in results]
+        print(f"picked error, {strategy}: {np.mean(per_seed):.2f}x the pool mean (per seed "
+              f"{', '.join(f'{x:.2f}' for x in per_seed)})")
     mins = [m for res in results for m in res[2]]
-    print(f"\nuncertainty order reaches the random order's final Dice with "
-          f"{', '.join(f'{x:.2f}' for x in need)} x its corrected slices (per seed)")
-    print(f"picked error, uncertainty vs random (all rounds, seeds): "
-          f"{np.mean([e for res in results for e in res[1]['uncertainty']]):.2f}x vs "
-          f"{np.mean([e for res in results for e in res[1]['random']]):.2f}x the pool mean")
     print(f"CPU minutes per round (uncertainty scoring + fine-tune + test): median "
           f"{np.median(mins):.2f}, max {max(mins):.2f}; data generation "
           f"{np.mean([res[3] for res in results]):.1f} min per seed")
@@ -202,7 +255,8 @@ def main() -> None:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
-        for strategy, colour in (("uncertainty", "tab:orange"), ("random", "tab:blue")):
+        for strategy in args.strategies:
+            colour = COLOURS[strategy]
             n = [p[0] for p in results[0][0][strategy]]
             ds = np.array([[p[1] for p in res[0][strategy]] for res in results])
             ax.plot(n, ds.mean(axis=0), "o-", color=colour, label=f"{strategy} order")

@@ -9,9 +9,12 @@ from napari_brainseg.predict import Predictor
 from napari_brainseg.synthetic import make_phantom
 from napari_brainseg.uncertainty import (
     UncertaintyOptions,
+    UncertaintyResult,
+    encoder_features,
     entropy_bits,
     iter_uncertainty,
     probability_passes,
+    select_slices,
     uncertainty,
 )
 
@@ -156,3 +159,73 @@ def test_bad_uncertainty_passes_is_a_usage_error(tiny_model, tmp_path, capsys):
                  "--uncertainty", "mc-dropout", "--uncertainty-passes", "100"])
     assert code == 2
     assert "--uncertainty-passes must be between 2 and 64" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------- choosing slices to correct
+
+
+def _clusters():
+    """Three tight clusters of slices: A (0-2), B (3-4), C (5), then two sure slices (6-7)."""
+    centres = np.eye(4)[:3] * 10.0
+    members = [0, 0, 0, 1, 1, 2, 0, 1]
+    jitter = np.random.default_rng(0).normal(0, 0.1, (8, 4))
+    features = centres[members] + jitter
+    scores = np.array([10.0, 9.0, 8.0, 7.0, 6.0, 5.0, 0.0, 0.0])
+    return scores, features, members
+
+
+def test_select_slices_spends_a_batch_on_different_slices_not_near_copies():
+    scores, features, members = _clusters()
+    chosen = select_slices(scores, features, 3)
+    assert len(chosen) == 3 and len(set(chosen)) == 3
+    assert {members[i] for i in chosen} == {0, 1, 2}  # one per cluster
+    # with one candidate per slot it is the plain "most uncertain first"
+    assert select_slices(scores, features, 3, candidates=1) == [0, 1, 2]
+    assert select_slices(scores, features, 3) == select_slices(scores, features, 3)
+
+
+def test_select_slices_skips_corrected_slices_and_what_they_cover():
+    scores, features, members = _clusters()
+    chosen = select_slices(scores, features, 2, labelled=[0], candidates=3)
+    assert 0 not in chosen
+    assert {members[i] for i in chosen} == {1, 2}  # cluster A is covered by slice 0
+
+
+def test_select_slices_never_picks_a_sure_slice():
+    scores, features, _ = _clusters()
+    chosen = select_slices(scores, features, 8, candidates=4)
+    assert sorted(chosen) == [0, 1, 2, 3, 4, 5]
+    assert select_slices(np.zeros(3), np.ones((3, 2)), 2) == []
+
+
+@pytest.mark.parametrize("kw", [dict(features=np.zeros((7, 4))), dict(k=0),
+                                dict(candidates=0)])
+def test_select_slices_checks_its_input(kw):
+    scores, features, _ = _clusters()
+    args = dict(scores=scores, features=features, k=2) | kw
+    with pytest.raises(ValueError, match="must be"):
+        select_slices(args.pop("scores"), args.pop("features"), **args)
+
+
+def test_diverse_ranking_orders_every_uncertain_slice_batch_by_batch():
+    scores, features, members = _clusters()
+    res = UncertaintyResult(np.zeros((8, 4, 4), np.float16), scores, 1.0, "mm3", features)
+    assert res.ranked_slices() == [0, 1, 2, 3, 4, 5]
+    ranked = res.ranked_slices(diverse=True, batch=3)
+    assert sorted(ranked) == [0, 1, 2, 3, 4, 5]
+    assert {members[i] for i in ranked[:3]} == {0, 1, 2}
+    plain = UncertaintyResult(res.map, scores, 1.0, "mm3")
+    with pytest.raises(ValueError, match="features=True"):
+        plain.ranked_slices(diverse=True)
+
+
+def test_features_are_the_bottleneck_mean_of_each_slice():
+    torch.manual_seed(0)
+    pred = Predictor(UNet(UNetConfig(base_filters=4)), device="cpu")
+    vol = np.stack([make_phantom((40, 44), "glioma", seed=s).image for s in range(3)])
+    f = encoder_features(pred, list(vol))
+    assert f.shape == (3, 4 * 2 ** pred.model.config.depth) and f.dtype == np.float32
+    assert not np.allclose(f[0], f[1])
+    res = uncertainty(pred, vol, None, features=True)
+    assert np.allclose(res.features, f, atol=1e-5)
+    assert uncertainty(pred, vol, None).features is None
