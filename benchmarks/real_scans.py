@@ -46,6 +46,16 @@ def run(predictor: Predictor, path: Path):
     return vol, res, time.perf_counter() - t
 
 
+def _away_from(mask: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Predicted components that do not touch the reference tumour (false lesions, as opposed
+    to a tumour drawn a little too large)."""
+    from scipy import ndimage as ndi
+
+    lab, _ = ndi.label(mask)
+    touching = np.unique(lab[truth & mask])
+    return (lab > 0) & ~np.isin(lab, touching)
+
+
 def synthetic_dice(predictor: Predictor, n: int) -> tuple[float, float, int]:
     """Pooled Dice and per-slice mean Dice on synthetic tumours in MRHead (held out)."""
     import nibabel as nib
@@ -89,24 +99,26 @@ def main() -> None:
             c = confusion(m, gt)
             sc = scores(c)
             cm3 = float(np.prod(vol.spacing)) / 1000
+            away = _away_from(m, gt)
             rows.append([label, name, f"{sc['f1']:.3f}", f"{sc['precision']:.3f}",
                          f"{sc['recall']:.3f}", f"{(m & ~gt).sum() * cm3:.2f}",
-                         f"{sec:.1f}"])
+                         f"{away.sum() * cm3:.2f}", f"{sec:.1f}"])
             print(rows[-1], flush=True)
         for name, scan in HEALTHY.items():
             vol, res, sec = run(pred, scan)
             cm3 = float(np.prod(vol.spacing)) / 1000
-            rows.append([label, name, "-", "-", "-", f"{(res.mask > 0).sum() * cm3:.2f}",
-                         f"{sec:.1f}"])
+            fp = f"{(res.mask > 0).sum() * cm3:.2f}"
+            rows.append([label, name, "-", "-", "-", fp, fp, f"{sec:.1f}"])
             print(rows[-1], flush=True)
         if args.synthetic:
             pooled, mean, n = synthetic_dice(pred, args.synthetic)
             rows.append([label, f"synthetic tumours in MRHead, {n} slices (held out)",
-                         f"{pooled:.3f} (per slice {mean:.3f})", "-", "-", "-", "-"])
+                         f"{pooled:.3f} (per slice {mean:.3f})", "-", "-", "-", "-", "-"])
             print(rows[-1], flush=True)
     print()
     print_table(["settings", "scan", "Dice", "precision", "recall",
-                 "false positives (cm³)", "seconds"], rows)
+                 "false positives (cm³)", "of which apart from the tumour (cm³)", "seconds"],
+                rows)
 
 
 if __name__ == "__main__":
