@@ -54,6 +54,7 @@ bench: install-dev
 	$(BIN)/python benchmarks/segment.py
 	$(BIN)/python benchmarks/batch_folder.py
 	$(BIN)/python benchmarks/train_pipeline.py
+	$(BIN)/python benchmarks/train_throughput.py
 	env -u QT_QPA_PLATFORM xvfb-run -a $(BIN)/python benchmarks/train_worker.py
 	$(BIN)/python benchmarks/skullstrip.py
 	$(BIN)/python benchmarks/skullstrip_real.py

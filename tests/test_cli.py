@@ -144,6 +144,25 @@ def test_every_option_in_help_says_what_it_does(command, capsys):
     assert bare == [], f"options without help text: {bare}"
 
 
+
+def test_train_prints_samples_per_second(tmp_path, capsys, monkeypatch):
+    """From a scripted clock: every step takes 0.5 s, so 4 slices in 2 steps are 4 samples/s."""
+    import itertools
+    import re
+
+    import napari_brainseg.train as train_mod
+
+    main(["sample-data", str(tmp_path / "d"), "--n", "4", "--size", "64x64"])
+    ticks = itertools.count(0.0, 0.5)  # a step reads the clock at its start and at its end
+    monkeypatch.setattr(train_mod, "_clock", lambda: next(ticks))
+    capsys.readouterr()
+    code = main(["train", str(tmp_path / "d"), "--out", str(tmp_path / "m.pt"), "--epochs", "1",
+                 "--val-split", "0", "--batch-size", "2", "--patch-size", "32",
+                 "--base-filters", "4", "-q"])
+    out = capsys.readouterr().out
+    assert code == 0 and "training on 4 slices" in out
+    assert re.search(r"epoch +1/1 .* 4\.0 samples/s", out), out
+
 def _interrupting_training(epochs_before: int):
     """A stand-in for iter_training that finishes ``epochs_before`` epochs, then gets Ctrl-C."""
     from napari_brainseg.train import EpochReport

@@ -154,3 +154,73 @@ def test_validation_batches_are_reported_before_the_epoch(tmp_path):
     one = [("train", 1, 1, 2, 2), ("train", 1, 2, 2, 2), ("val", 1, 1, 2), ("val", 1, 2, 2),
            ("epoch", 1)]
     assert kinds == one + [(k[0], 2, *k[2:]) for k in one]
+
+
+def test_channels_last_training_steps_match_the_default_layout(tmp_path, monkeypatch):
+    """Two Adam steps in channels-last (the CPU default) end within rounding of the old layout."""
+    import napari_brainseg.model as model_mod
+    import napari_brainseg.train as train_mod
+
+    layouts = []
+    forward = model_mod.UNet.forward
+
+    def spy(self, x):
+        # Kernels of more than one input channel and pixel: in the others both layouts coincide
+        w = [p for p in self.parameters()
+             if p.dim() == 4 and p.shape[1] > 1 and p[0, 0].numel() > 1]
+        layouts.append("channels-last" if all(
+            p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+            for p in w) else "contiguous" if all(p.is_contiguous() for p in w) else "mixed")
+        return forward(self, x)
+
+    monkeypatch.setattr(model_mod.UNet, "forward", spy)
+    samples = phantom_samples(4, size=48)
+    cfg = TrainConfig(epochs=1, batch_size=2, patch_size=48, seed=3, schedule="none")
+    cl = train(samples, [], tmp_path / "cl.pt", cfg, TINY).last_path
+    with monkeypatch.context() as m:
+        m.setattr(train_mod, "training_memory_format",
+                  lambda device, config: torch.contiguous_format)
+        plain = train(samples, [], tmp_path / "plain.pt", cfg, TINY).last_path
+    assert layouts == ["channels-last"] * 2 + ["contiguous"] * 2
+    torch.manual_seed(cfg.seed)
+    start = model_mod.UNet(TINY).state_dict()
+    a, b = _weights(cl), _weights(plain)
+    moved = max(float((b[k] - start[k]).abs().max()) for k in b)
+    assert moved > 1e-3  # the steps changed the weights: the comparison below means something
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-4, msg=k)
+    # Batch norm stays in the default layout (torch's channels-last kernel loses precision)
+    layouts.clear()
+    train(samples, [], tmp_path / "bn.pt", cfg, UNetConfig(base_filters=8, batch_norm=True))
+    assert layouts == ["contiguous"] * 2
+
+
+def test_progress_reports_samples_per_second_of_the_steps(tmp_path, monkeypatch):
+    """A scripted clock: steps of 2 s and 4 s with 10 s outside them (never counted)."""
+    import napari_brainseg.train as train_mod
+
+    ticks = iter([0.0, 2.0, 12.0, 16.0,   # epoch 1: steps of 2 s and 4 s
+                  30.0, 31.0, 40.0, 41.0])  # epoch 2: 1 s and 1 s
+    monkeypatch.setattr(train_mod, "_clock", lambda: next(ticks))
+    cfg = TrainConfig(epochs=2, batch_size=2, patch_size=32, patience=None)
+    items = list(iter_training(phantom_samples(4), [], tmp_path / "m.pt", cfg, TINY))
+    batches = [i.samples_per_s for i in items if isinstance(i, BatchProgress)]
+    epochs = [i.samples_per_s for i in items if isinstance(i, EpochReport)]
+    assert batches == pytest.approx([1.0, 4 / 6, 2.0, 2.0])  # running over the epoch
+    assert epochs == pytest.approx([4 / 6, 2.0])
+    history = load_checkpoint(last_path_for(tmp_path / "m.pt")).resume["history"]
+    assert [h["samples_per_s"] for h in history] == pytest.approx([4 / 6, 2.0])
+
+
+def test_resume_accepts_a_history_without_samples_per_second(tmp_path):
+    """Runs saved before samples/s was recorded resume; their epochs read NaN."""
+    samples = phantom_samples(4)
+    cfg = TrainConfig(epochs=1, batch_size=2, patch_size=32, patience=None)
+    first = train(samples, [], tmp_path / "m.pt", cfg, TINY)
+    ck = torch.load(first.last_path, weights_only=True)
+    for h in ck["resume"]["history"]:
+        del h["samples_per_s"]
+    torch.save(ck, first.last_path)
+    resumed = train(samples, [], tmp_path / "m.pt", TrainConfig(epochs=2, batch_size=2,
+                    patch_size=32, patience=None), resume=first.last_path)
+    assert np.isnan(resumed.history[0].samples_per_s) and resumed.history[1].samples_per_s > 0

@@ -286,6 +286,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 if bar is None:  # the epoch's batches, then its validation batches
                     bar = tqdm(total=item.steps + item.val_steps, desc=f"epoch {item.epoch}",
                                leave=False, disable=args.quiet or say is not print)
+                bar.set_postfix_str(f"{item.samples_per_s:.1f} samples/s", refresh=False)
                 bar.update(1)
             elif isinstance(item, ValidationProgress) and bar is not None:
                 bar.set_description_str(f"epoch {item.epoch} validation")
@@ -299,7 +300,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 say(f"epoch {item.epoch:3d}/{item.epochs}  loss {item.train_loss:.4f}  "
                       f"val loss {item.val_loss:.4f}  val Dice {item.val_dice:.4f}  "
                       f"P {item.val_precision:.3f} R {item.val_recall:.3f}  lr {item.lr:.2g}  "
-                      f"{item.seconds:.1f}s{star}", flush=True)
+                      f"{item.seconds:.1f}s  {item.samples_per_s:.1f} samples/s{star}",
+                      flush=True)
     except CheckpointError as exc:
         _err(str(exc))
         return 2

@@ -151,6 +151,7 @@ class BatchProgress:
     steps: int
     loss: float
     val_steps: int = 0
+    samples_per_s: float = math.nan  # of this epoch's steps so far (see EpochReport)
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,12 @@ class ValidationProgress:
 
 @dataclass(frozen=True)
 class EpochReport:
-    """One epoch done. Validation fields are NaN without a validation set."""
+    """One epoch done. Validation fields are NaN without a validation set.
+
+    ``samples_per_s``: training slices per second of the epoch's optimisation steps (reading,
+    augmenting, forward, backward, update; not validation or checkpoint writing), counted over
+    all processes of a distributed run. NaN in the history of runs from before it was recorded.
+    """
 
     epoch: int
     epochs: int
@@ -176,6 +182,7 @@ class EpochReport:
     lr: float
     seconds: float
     is_best: bool
+    samples_per_s: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -204,15 +211,38 @@ def weights_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+#: The clock of the samples/s figures (seconds, monotonic; tests replace it with a scripted one).
+_clock = time.perf_counter
+
+
+def training_memory_format(device: torch.device, config: UNetConfig) -> torch.memory_format:
+    """Memory layout of the weights and batches in training steps of a ``config`` model.
+
+    Channels-last on a CPU: ``benchmarks/train_throughput.py`` measured the study U-Net's
+    training step (256 px, batch 8, 2 cores) at 1.23x the contiguous layout's samples/s
+    (``torch.compile``: 1.08x after 46-118 s of compiling). Not with batch norm: its step gained
+    1.13x, but torch's channels-last batch-norm kernel for CPU training loses precision (against
+    float64: forward error 1.2e-4 vs 5.7e-6 contiguous on activations of mean 3, sd 0.05; U-Net
+    gradients 2-8 % off vs under 0.3 %). The default layout elsewhere (not measured).
+    Channels-last changes the order of floating-point sums, so weights agree with the default
+    layout's to rounding, not bit for bit, and dropout, drawn in memory order, drops other units:
+    equally random, and reproducible from the seed as before.
+    """
+    if device.type == "cpu" and not config.batch_norm:
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def _evaluate(model: UNet, loader: DataLoader, loss_fn: Any, device: torch.device,
               threshold: float, epoch: int = 0,
               ) -> Generator[ValidationProgress, None, tuple[float, dict[str, float]]]:
     model.eval()
     total_loss, n = 0.0, 0
     counts = Counts()
+    layout = training_memory_format(device, model.config)
     with torch.inference_mode():
         for k, (img, msk) in enumerate(loader, start=1):
-            img, msk = img.to(device), msk.to(device)
+            img, msk = img.to(device).contiguous(memory_format=layout), msk.to(device)
             logits = model(img)
             total_loss += float(loss_fn(logits, msk)) * img.shape[0]
             n += img.shape[0]
@@ -259,8 +289,9 @@ def _resume_state(ck: Checkpoint, name: str, cfg: TrainConfig) -> _ResumeState:
                  best_loss=number("best_loss", float, math.inf))
     history_raw = r.get("history", [])
     names = [f.name for f in fields(EpochReport)]
+    needed = set(names) - {"samples_per_s"}  # not in the history of older runs
     if not isinstance(history_raw, list) or len(history_raw) > epoch or not all(
-            isinstance(h, dict) and sorted(h) == sorted(names)
+            isinstance(h, dict) and needed <= set(h) <= set(names)
             and all(isinstance(v, int | float) for v in h.values()) for h in history_raw):
         raise bad(f"the history is not a list of epoch records ({', '.join(names)})")
     scheduler = r.get("scheduler")
@@ -388,11 +419,13 @@ def _optimiser(model: UNet, cfg: TrainConfig, start: _Start,
 def _train_epoch(net: torch.nn.Module, model: UNet, train_set: TrainingSet, loss_fn: Any,
                  optimizer: torch.optim.Optimizer, cfg: TrainConfig, epoch: int,
                  device: torch.device, ddp: Distributed | None, val_steps: int,
-                 stop: threading.Event | None) -> Generator[BatchProgress, None, float | None]:
-    """Run one epoch of optimisation steps; return its mean loss (None: ``stop`` was set).
+                 stop: threading.Event | None,
+                 ) -> Generator[BatchProgress, None, tuple[float, float] | None]:
+    """Run one epoch of optimisation steps; return its mean loss and samples/s (None: stopped).
 
     The batch order and the dropout are drawn from ``(seed, epoch)`` only, so a resumed run
-    repeats an uninterrupted one. Under DDP the loss is the mean over every rank's slices.
+    repeats an uninterrupted one. Under DDP the loss is the mean over every rank's slices, and
+    samples/s counts the whole global batch of each step.
     """
     train_set.set_epoch(epoch)
     order = torch.randperm(len(train_set),
@@ -402,14 +435,18 @@ def _train_epoch(net: torch.nn.Module, model: UNet, train_set: TrainingSet, loss
     model.train()
     steps = math.ceil(len(train_set) / cfg.batch_size)
     running, seen = 0.0, 0
+    busy, trained = 0.0, 0  # seconds inside this epoch's steps, samples (all ranks) they took
+    layout = training_memory_format(device, model.config)
     for step in range(steps):
         if stop is not None and stop.is_set():
             return None
+        t0 = _clock()
         idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size].tolist()
+        trained += len(idx)
         if ddp is not None:
             idx = rank_share(idx, order.tolist(), ddp)
         batch = [train_set[i] for i in idx]
-        img = torch.stack([b[0] for b in batch]).to(device)
+        img = torch.stack([b[0] for b in batch]).to(device).contiguous(memory_format=layout)
         msk = torch.stack([b[1] for b in batch]).to(device)
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(net(img), msk)
@@ -422,10 +459,16 @@ def _train_epoch(net: torch.nn.Module, model: UNet, train_set: TrainingSet, loss
         optimizer.step()
         running += float(loss.detach()) * len(idx)
         seen += len(idx)
-        yield BatchProgress(epoch, step + 1, steps, float(loss.detach()), val_steps=val_steps)
+        busy += _clock() - t0
+        yield BatchProgress(epoch, step + 1, steps, float(loss.detach()), val_steps=val_steps,
+                            samples_per_s=_rate(trained, busy))
     if ddp is not None:
         running, seen = sum_over_ranks(running, seen, device)
-    return running / max(seen, 1)
+    return running / max(seen, 1), _rate(trained, busy)
+
+
+def _rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else math.nan
 
 
 def _save_epoch(out: Path, model: UNet, cfg: TrainConfig, training_meta: dict[str, Any],
@@ -490,7 +533,7 @@ def iter_training(
     check_output_path(out)
     start = _restore(cfg, out, model_config, init, resume)
     model, cfg, best, history = start.model, start.config, start.best, start.history
-    model.to(device)
+    model.to(device=device, memory_format=training_memory_format(device, model.config))
     net = wrap(model, device, ddp)
     loss_fn = make_loss(cfg.loss)
     optimizer, scheduler = _optimiser(model, cfg, start, resume)
@@ -509,11 +552,12 @@ def iter_training(
     epoch = start.first_epoch - 1
     for epoch in range(start.first_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
-        train_loss = yield from _train_epoch(net, model, train_set, loss_fn, optimizer, cfg,
-                                             epoch, device, ddp,
-                                             0 if val_loader is None else len(val_loader), stop)
-        if train_loss is None:  # cancelled mid-epoch: the previous epoch's files stand
+        trained = yield from _train_epoch(net, model, train_set, loss_fn, optimizer, cfg,
+                                          epoch, device, ddp,
+                                          0 if val_loader is None else len(val_loader), stop)
+        if trained is None:  # cancelled mid-epoch: the previous epoch's files stand
             return _result(out, best, epoch - 1, True, False, history)
+        train_loss, samples_per_s = trained
         if val_loader is not None:
             val_loss, val = yield from _evaluate(model, val_loader, loss_fn, device,
                                                  cfg.threshold, epoch)
@@ -528,7 +572,8 @@ def iter_training(
             scheduler.step()
         is_best = best.update(epoch, score, monitored_loss, select=val_loader is not None)
         report = EpochReport(epoch, cfg.epochs, train_loss, val_loss, val["f1"], val["precision"],
-                             val["recall"], lr, time.perf_counter() - t0, is_best)
+                             val["recall"], lr, time.perf_counter() - t0, is_best,
+                             samples_per_s)
         history.append(report)
         if ddp is None or ddp.is_main:
             _save_epoch(out, model, cfg, training_meta, report, optimizer, scheduler, best,
