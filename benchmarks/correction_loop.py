@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import multiprocessing as mp
 import tempfile
 import time
@@ -191,6 +192,7 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=80)
     ap.add_argument("--steps", type=int, default=80, help="fine-tuning steps per round")
     ap.add_argument("--plot", type=Path, help="write the Dice curves as a PNG")
+    ap.add_argument("--save", type=Path, help="write each seed's curves and picks as JSON")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (1 on a busy machine)")
     ap.add_argument("--candidates", type=int, default=2,
                     help="diverse: choose k of the candidates x k most uncertain slices")
@@ -248,6 +250,11 @@ def main() -> None:
     print(f"CPU minutes per round (uncertainty scoring + fine-tune + test): median "
           f"{np.median(mins):.2f}, max {max(mins):.2f}; data generation "
           f"{np.mean([res[3] for res in results]):.1f} min per seed")
+    if args.save:
+        args.save.write_text(json.dumps([
+            {"seed": seed, "curves": res[0], "picked_error": res[1], "cpu_min": res[4][0]}
+            for seed, res in enumerate(results)], indent=1, default=float))
+        print(f"per-seed results: {args.save}")
     if args.plot:
         import matplotlib
 
