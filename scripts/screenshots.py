@@ -65,7 +65,7 @@ def shot_segment(viewer: napari.Viewer) -> None:
     _dock(viewer, widget, "Segment tumour")
     widget.image.value = layer
     _run(widget, 300_000)
-    labels = viewer.layers[f"{layer.name} tumour"]
+    labels = viewer.layers[f"{layer.name} prediction"]
     labels.contour = 2
     labels.opacity = 0.9
 
@@ -80,7 +80,7 @@ def shot_panel(viewer: napari.Viewer) -> None:
     _dock(viewer, panel, "Brain tumour segmentation")
     panel.segment.image.value = layer
     _run(panel.segment, 300_000)
-    labels = viewer.layers[f"{layer.name} tumour"]
+    labels = viewer.layers[f"{layer.name} prediction"]
     labels.contour = 2
     labels.opacity = 0.9
     panel.segment.lesions.select(0)
@@ -99,7 +99,7 @@ def shot_review(viewer: napari.Viewer) -> None:
     panel.segment.image.value = layer
     panel.segment.uncertain.value = True
     _run(panel.segment, 600_000)
-    labels = viewer.layers[f"{layer.name} tumour"]
+    labels = viewer.layers[f"{layer.name} prediction"]
     labels.contour = 2
     labels.opacity = 0.9
     unc = viewer.layers[f"{layer.name} uncertainty"]
@@ -163,7 +163,7 @@ def shot_tab_correct(viewer: napari.Viewer) -> None:
     panel = _panel(viewer, "Segment")
     panel.segment.image.value = layer
     _run(panel.segment, 300_000)
-    labels = viewer.layers[f"{layer.name} tumour"]
+    labels = viewer.layers[f"{layer.name} prediction"]
     labels.contour = 2
     labels.opacity = 0.9
     truth = read(REAL / "mrbraintumor1_cet1_tumour.nii.gz")[0].data > 0

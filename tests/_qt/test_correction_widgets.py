@@ -26,7 +26,7 @@ def test_review_by_uncertainty_then_fine_tune_on_the_corrected_slices(
     seg.skull.value = "never"
     seg.uncertain.value = True
     seg.run_button.clicked.emit()
-    qtbot.waitUntil(lambda: "vol tumour" in viewer.layers, timeout=120_000)
+    qtbot.waitUntil(lambda: "vol prediction" in viewer.layers, timeout=120_000)
     qtbot.waitUntil(lambda: seg._worker is None, timeout=10_000)
     assert "vol uncertainty" in viewer.layers
     assert viewer.layers["vol uncertainty"].data.shape == vol.shape
@@ -41,7 +41,7 @@ def test_review_by_uncertainty_then_fine_tune_on_the_corrected_slices(
     assert viewer.dims.current_step[0] == review.ranked[0]
     assert "rank 1/" in review.info.value and "corrected slices: 0" in review.info.value
     # the user corrects this slice with the brush: it is marked as corrected
-    lab = viewer.layers["vol tumour"]
+    lab = viewer.layers["vol prediction"]
     here = review.ranked[0]
     lab.paint((here, 3, 3), 1, refresh=True)
     lab.paint((here, 40, 40), 1, refresh=True)
@@ -70,7 +70,7 @@ def test_fine_tune_without_corrections_says_what_to_do(make_napari_viewer_proxy,
     viewer = make_napari_viewer_proxy()
     image = viewer.add_image(np.zeros((3, 32, 32), np.float32), name="vol")
     mask = np.zeros((3, 32, 32), np.uint8)
-    lab = viewer.add_labels(mask.copy(), name="vol tumour",
+    lab = viewer.add_labels(mask.copy(), name="vol prediction",
                             metadata={PREDICTION_KEY: mask, "brainseg_model": "demo"})
     ft = FinetuneWidget(viewer)
     ft.reset_choices()

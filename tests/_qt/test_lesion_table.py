@@ -20,7 +20,7 @@ def test_click_a_lesion_row_moves_to_its_centre_slice_and_frames_it(make_napari_
     mask = np.zeros((12, 40, 40), np.uint8)
     mask[1:4, 5:15, 5:15] = 1     # large lesion, slices 1-3
     mask[8:11, 30:34, 28:32] = 1  # small lesion, slices 8-10
-    layer = viewer.add_labels(mask, name="vol tumour", scale=(2.0, 1.0, 1.0))
+    layer = viewer.add_labels(mask, name="vol prediction", scale=(2.0, 1.0, 1.0))
     w = SegmentWidget(viewer)
     viewer.window.add_dock_widget(w)
     rows = lesion_table(mask, (2.0, 1.0, 1.0), np.where(mask > 0, 0.8, 0.0))
@@ -39,7 +39,7 @@ def test_click_a_lesion_row_moves_to_its_centre_slice_and_frames_it(make_napari_
     yx = boxes[0][:, 1:]
     assert yx[:, 0].min() < 30 and yx[:, 0].max() > 33 and yx[:, 1].min() < 28
     assert yx[:, 1].max() > 31 and yx[:, 0].max() < 36  # around this lesion, not the other
-    assert viewer.layers.selection.active.name == "vol tumour"  # ready to correct it
+    assert viewer.layers.selection.active.name == "vol prediction"  # ready to correct it
     np.testing.assert_array_equal(layer.data, mask)  # binary as it was
 
     _click_row(qtbot, w.lesions.table, 0)
@@ -52,7 +52,7 @@ def test_lesion_table_of_a_slice_shows_areas(make_napari_viewer_proxy, qtbot):
     viewer = make_napari_viewer_proxy(show=True)
     mask = np.zeros((50, 50), np.uint8)
     mask[10:20, 10:14] = 1
-    layer = viewer.add_labels(mask, name="slice tumour", scale=(0.5, 0.5))
+    layer = viewer.add_labels(mask, name="slice prediction", scale=(0.5, 0.5))
     w = SegmentWidget(viewer)
     viewer.window.add_dock_widget(w)
     w.lesions.show(lesion_table(mask, (0.5, 0.5)), layer)

@@ -28,9 +28,9 @@ def test_segment_adds_editable_labels_and_never_overwrites(make_napari_viewer_pr
     _use_model(w, tiny_model)
     w.show_prob.value = True
     w.run_button.clicked.emit()
-    qtbot.waitUntil(lambda: "scan tumour" in viewer.layers, timeout=60_000)
+    qtbot.waitUntil(lambda: "scan prediction" in viewer.layers, timeout=60_000)
     qtbot.waitUntil(lambda: w._worker is None, timeout=10_000)
-    lab = viewer.layers["scan tumour"]
+    lab = viewer.layers["scan prediction"]
     assert isinstance(lab, Labels) and lab.editable
     np.testing.assert_allclose(lab.scale, (0.5, 0.5))
     assert lab.metadata["id"] == 3 and "mm²" in w.status.value
@@ -41,9 +41,9 @@ def test_segment_adds_editable_labels_and_never_overwrites(make_napari_viewer_pr
     # ...and segments again: a new layer appears, the corrected one is untouched.
     w.show_prob.value = False
     w.run_button.clicked.emit()
-    qtbot.waitUntil(lambda: len([x for x in viewer.layers if x.name.startswith("scan tumour")
+    qtbot.waitUntil(lambda: len([x for x in viewer.layers if x.name.startswith("scan prediction")
                                  and "probability" not in x.name]) == 2, timeout=60_000)
-    np.testing.assert_array_equal(viewer.layers["scan tumour"].data, edited)
+    np.testing.assert_array_equal(viewer.layers["scan prediction"].data, edited)
 
 
 def test_segment_volume_with_brain_mask(make_napari_viewer_proxy, qtbot, tiny_model):
@@ -58,8 +58,8 @@ def test_segment_volume_with_brain_mask(make_napari_viewer_proxy, qtbot, tiny_mo
     w.image.value, w.brain.value = layer, brain
     _use_model(w, tiny_model)
     w.run_button.clicked.emit()
-    qtbot.waitUntil(lambda: "vol tumour" in viewer.layers, timeout=60_000)
-    assert viewer.layers["vol tumour"].data.sum() == 0  # empty brain mask: nothing is tumour
+    qtbot.waitUntil(lambda: "vol prediction" in viewer.layers, timeout=60_000)
+    assert viewer.layers["vol prediction"].data.sum() == 0  # empty brain mask: nothing is tumour
     assert "mm³" in w.status.value and w.progress.value == 3
 
 
@@ -138,16 +138,16 @@ def test_segment_volume_moves_to_the_largest_lesion(make_napari_viewer_proxy, qt
     w.skull.value = "never"
     _use_model(w, tiny_model)
     w.run_button.clicked.emit()
-    qtbot.waitUntil(lambda: "vol tumour" in viewer.layers, timeout=60_000)
-    mask = viewer.layers["vol tumour"].data
+    qtbot.waitUntil(lambda: "vol prediction" in viewer.layers, timeout=60_000)
+    mask = viewer.layers["vol prediction"].data
     centre = largest_lesion_centre(mask)
     assert centre is not None and 7 <= centre[0] <= 9
     assert viewer.dims.current_step[0] == centre[0]  # the view moved there
-    assert viewer.layers.selection.active.name == "vol tumour"
+    assert viewer.layers.selection.active.name == "vol prediction"
     # ...and lists every lesion, the largest first (the one the view moved to).
     assert w.lesions.rows and w.lesions.rows[0].centre == centre
     assert w.lesions.table.shape[0] == len(w.lesions.rows)
-    assert "vol tumour" in w.lesions.title.tooltip
+    assert "vol prediction" in w.lesions.title.tooltip
 
 
 def test_batch_widget_sorts_by_uncertainty(make_napari_viewer_proxy, qtbot, tiny_model,

@@ -29,7 +29,7 @@ def test_two_epochs_on_layers_update_plot_and_progress(make_napari_viewer_proxy,
     viewer = make_napari_viewer_proxy()
     img, lab = _stack()
     il = viewer.add_image(img, name="scan")
-    ll = viewer.add_labels(lab, name="scan tumour")
+    ll = viewer.add_labels(lab, name="scan prediction")
     w = _widget(viewer, tmp_path)
     w.image.value, w.labels_layer.value = il, ll
     w.val_split.value = 0.25
@@ -48,7 +48,7 @@ def test_cancel_and_correct_then_retrain(make_napari_viewer_proxy, qtbot, tmp_pa
     viewer = make_napari_viewer_proxy()
     img, lab = _stack(3)
     il = viewer.add_image(img, name="scan")
-    ll = viewer.add_labels(lab, name="scan tumour")
+    ll = viewer.add_labels(lab, name="scan prediction")
     w = _widget(viewer, tmp_path)
     w.image.value, w.labels_layer.value = il, ll
     # Correct-then-retrain: save the pair twice -> two pairs, nothing overwritten.
@@ -72,7 +72,7 @@ def test_closing_the_widget_mid_run_stops_training_cleanly(make_napari_viewer_pr
     img, lab = _stack(3)
     w = _widget(viewer, tmp_path)
     w.image.value = viewer.add_image(img, name="scan")
-    w.labels_layer.value = viewer.add_labels(lab, name="scan tumour")
+    w.labels_layer.value = viewer.add_labels(lab, name="scan prediction")
     w.epochs.value = 500
     w.run_button.clicked.emit()
     qtbot.waitUntil(lambda: len(w.plot.epochs) >= 1, timeout=60_000)
@@ -92,7 +92,7 @@ def test_labels_default_to_tumour_labels_not_a_brain_mask(make_napari_viewer_pro
     img, lab = _stack(2)
     viewer.add_image(img, name="ch2")
     viewer.add_labels(np.ones_like(lab), name="ch2 brain mask")
-    tumour = viewer.add_labels(lab, name="ch2 tumour")
+    tumour = viewer.add_labels(lab, name="ch2 prediction")
     viewer.add_labels(np.ones_like(lab), name="ch2 brain mask 2")
     w = _widget(viewer, tmp_path)
     assert w.labels_layer.value.name == tumour.name
@@ -127,7 +127,7 @@ def test_progress_bar_counts_validation_batches(make_napari_viewer_proxy, tmp_pa
     img, lab = _stack()
     w = _widget(viewer, tmp_path)
     w.image.value = viewer.add_image(img, name="scan")
-    w.labels_layer.value = viewer.add_labels(lab, name="scan tumour")
+    w.labels_layer.value = viewer.add_labels(lab, name="scan prediction")
     gen, _done, on_yield = w._train_job()
     gen.close()  # only the progress wiring is exercised here
     seen = []
@@ -152,7 +152,7 @@ def test_one_volume_warning_is_a_notification(make_napari_viewer_proxy, qtbot, t
     img, lab = _stack(4)
     w = _widget(viewer, tmp_path)
     w.image.value = viewer.add_image(img, name="scan")
-    w.labels_layer.value = viewer.add_labels(lab, name="scan tumour")
+    w.labels_layer.value = viewer.add_labels(lab, name="scan prediction")
     w.epochs.value = 1
     w.run_button.clicked.emit()
     assert any("one patient/volume only" in m for m in shown)

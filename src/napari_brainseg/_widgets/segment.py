@@ -90,7 +90,7 @@ def _option_widgets(w: Any) -> list[Any]:
 
 
 class SegmentWidget(_WorkerWidget):
-    """Segment an Image layer into a new, editable "<image> tumour" Labels layer.
+    """Segment an Image layer into a new, editable "<image> prediction" Labels layer.
 
     Every run adds a new layer, so labels you have corrected are never overwritten.
     """
@@ -169,7 +169,7 @@ class SegmentWidget(_WorkerWidget):
             # are the corrections (Correct & train > Fine-tune on corrected slices).
             pred_meta = {**meta, PREDICTION_KEY: result.mask.copy(), "brainseg_axis": axis,
                          "brainseg_model": model_path}
-            layer = self.viewer.add_labels(result.mask, name=f"{name} tumour",
+            layer = self.viewer.add_labels(result.mask, name=f"{name} prediction",
                                            scale=full_scale, metadata=pred_meta, opacity=0.6,
                                            colormap=prediction_colormap())
             if result.brain is not None:
