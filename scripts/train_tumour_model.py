@@ -107,8 +107,9 @@ class SynthStream(torch.utils.data.IterableDataset):
     def __iter__(self):  # noqa: D105
         from napari_brainseg.synthesis import load_heads, training_slice
 
-        torch.set_num_threads(1)
         info = torch.utils.data.get_worker_info()
+        if info is not None:  # a worker process; with --workers 0 this is the training process
+            torch.set_num_threads(1)
         wid = info.id if info else 0
         heads = [h for h in load_heads(self.heads_file) if h.name not in self.exclude]
         rng = np.random.default_rng([self.seed, self.segment, wid])
