@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from napari_brainseg.preprocess import estimate_pixel_mm
 from napari_brainseg.synthesis import (
@@ -122,3 +123,20 @@ def test_estimate_pixel_mm_from_the_head_extent():
     assert estimate_pixel_mm(np.zeros((50, 50))) == 1.0
     with pytest.raises(ValueError, match="2D"):
         estimate_pixel_mm(np.zeros((4, 4, 4)))
+
+
+def test_soft_edge_fades_the_enhancement_around_an_unchanged_label(head):
+    rng = np.random.default_rng(5)
+    (les,) = plan_lesions(head, "glioma", rng)
+    les.core, les.oedema, les.mass_effect = 0.0, 1.0, 0.0
+    z = int(les.centre[2])
+    les.edge = 0.0
+    sharp = synth_slab(head, 2, z, 1, [les], np.random.default_rng(1), background=False)
+    les.edge = 4.0
+    soft = synth_slab(head, 2, z, 1, [les], np.random.default_rng(1), background=False)
+    np.testing.assert_array_equal(sharp.tumour, soft.tumour)  # label: where the fade is half-way
+    ring = ndi.binary_dilation(soft.tumour[..., 0], iterations=1) & ~soft.tumour[..., 0]
+    outside, inside = soft.image[..., 0][ring], sharp.image[..., 0][ring]
+    assert (outside >= inside - 1e-3).all() and (outside > inside + 0.05 * head.wm).mean() > 0.5
+    edge_in = soft.tumour[..., 0] & ~ndi.binary_erosion(soft.tumour[..., 0])
+    assert soft.image[..., 0][edge_in].mean() < sharp.image[..., 0][edge_in].mean()

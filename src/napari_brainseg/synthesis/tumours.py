@@ -36,6 +36,13 @@ from .venous import paint_venous
 
 TUMOUR_KINDS = ("glioma", "meningioma", "metastases", "pituitary")
 
+#: Widest fade-in (mm) of a lesion's enhancement at its border (drawn uniformly from 0 to this
+#: per lesion). Real enhancement does not stop at a voxel: contrast leaks into the surrounding
+#: tissue and the scanner's point-spread function blurs it. Measured on held-out synthetic
+#: tumours in MRHead, a model trained on sharp edges only lost recall on soft ones (pooled Dice
+#: 0.918 -> 0.898 at up to 3 mm). The label stays where the fade is half-way.
+MAX_EDGE_MM = 3.0
+
 
 @dataclass
 class Lesion:
@@ -53,6 +60,7 @@ class Lesion:
     core_intensity: float = 0.3
     oedema: float = 1.0        # outer radius of oedema in units of the radius (1: none)
     oedema_factor: float = 1.0
+    edge: float = 0.0          # mm over which the enhancement fades in (0: a sharp edge)
 
 
 def _rotation(rng: np.random.Generator) -> np.ndarray:
@@ -65,8 +73,10 @@ def plan_lesions(head: Head, kind: str, rng: np.random.Generator) -> list[Lesion
     wm = head.wm
 
     def lesion(kind: str, centre: np.ndarray, radius: float, **kw: float) -> Lesion:
-        return Lesion(kind, np.asarray(centre, np.float32), float(radius),
-                      rng.uniform(0.75, 1.3, 3).astype(np.float32), _rotation(rng), **kw)
+        les = Lesion(kind, np.asarray(centre, np.float32), float(radius),
+                     rng.uniform(0.75, 1.3, 3).astype(np.float32), _rotation(rng), **kw)
+        les.edge = float(rng.uniform(0.0, MAX_EDGE_MM))
+        return les
 
     if kind == "glioma":
         r = rng.uniform(7, 28)
@@ -203,7 +213,17 @@ def synth_slab(head: Head, axis: int, start: int, thickness: int, lesions: list[
             if rng.random() < 0.7:  # dural tail: the dura next to the tumour enhances
                 tail = intracranial & ~brain & (rho >= 1) & (rho < rng.uniform(1.6, 2.8))
                 image[tail] = np.maximum(image[tail], les.enhancement * rng.uniform(0.6, 0.9))
-        image[body] = les.enhancement * (1 + 0.07 * tex[body])
+        # Enhancement weight: 1 inside, fading linearly to 0 over ``edge`` mm around the
+        # label's border (weight 0.5 there), blended with the tissue underneath.
+        if les.edge > 0:
+            w = np.clip(0.5 + (1 - rho) * les.radius / les.edge, 0, 1)
+        else:
+            w = body.astype(np.float32)
+        soft = w > 0
+        if les.kind == "meningioma":
+            soft &= intracranial
+        enh = les.enhancement * (1 + 0.07 * tex[soft])
+        image[soft] = image[soft] * (1 - w[soft]) + enh * w[soft]
         if les.core > 0:
             core = body & (rho < les.core + 0.08 * tex)
             image[core] = les.core_intensity * (1 + 0.15 * tex[core])
