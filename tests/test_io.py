@@ -271,6 +271,28 @@ def test_rgba_png_to_grey_with_warning(tmp_path):
     assert any("grey" in w and "alpha" in w for w in vol.warnings)
 
 
+@pytest.mark.parametrize("planar", [False, True])
+def test_colour_tiff_memory_is_counted_per_pixel_not_per_sample(tmp_path, monkeypatch, planar):
+    import tifffile
+
+    from napari_brainseg import volume
+
+    rgb = np.full((3, 40, 50) if planar else (40, 50, 3), 90, np.uint8)
+    tifffile.imwrite(tmp_path / "c.tif", rgb, photometric="rgb",
+                     planarconfig="separate" if planar else "contig")
+    asked = []
+    real = volume.check_memory
+    monkeypatch.setattr(volume, "check_memory",
+                        lambda n, per, *a, **k: (asked.append((n, per)), real(n, per, *a, **k)))
+    with volume.reading_for("segmenting", 34):
+        (vol,) = read(tmp_path / "c.tif")
+    assert vol.data.shape == (40, 50)
+    # the read (3 uint8 samples, a copy, the grey sum and its temporary, the mask) and the
+    # segmentation, both for 2,000 pixels: 3 colour samples are not 6,000 voxels
+    assert asked[0] == (2000, 2 * 3 + 8 + 1)
+    assert all(n == 2000 for n, _ in asked) and len(asked) == 2
+
+
 def test_16bit_png_keeps_range(tmp_path):
     img = np.linspace(0, 60000, 32 * 32).reshape(32, 32).astype(np.uint16)
     iio.imwrite(tmp_path / "h.png", img)

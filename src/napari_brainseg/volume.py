@@ -297,12 +297,13 @@ def memory_text(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
-def check_size(shape: Sequence[int], path: Path, itemsize: int = 1) -> None:
+def check_size(shape: Sequence[int], path: Path, itemsize: int = 1,
+               bytes_per_voxel: int | None = None) -> None:
     """Refuse a shape too large or too small before anything is read.
 
     Too large: more than :data:`MAX_VOXELS`, or a peak memory of reading ``itemsize``-byte
-    voxels beyond what :func:`check_memory` allows, or (inside :func:`reading_for`) of the job
-    the scan is read for beyond the memory free.
+    voxels (or ``bytes_per_voxel`` when given) beyond what :func:`check_memory` allows, or
+    (inside :func:`reading_for`) of the job the scan is read for beyond the memory free.
     """
     if any(int(s) < 1 for s in shape):
         raise ReadError(
@@ -315,7 +316,7 @@ def check_size(shape: Sequence[int], path: Path, itemsize: int = 1) -> None:
             f"{path.name}: image of shape {tuple(shape)} has {n:,} voxels, more than the "
             f"{MAX_VOXELS:,} this tool loads at once. Crop or downsample it first."
         )
-    check_memory(n, read_bytes_per_voxel(itemsize), path)
+    check_memory(n, bytes_per_voxel or read_bytes_per_voxel(itemsize), path)
     purpose = _PURPOSE.get()
     if purpose is not None:  # the job after the read: only the memory free limits it
         check_memory(n, purpose[1], path, what=purpose[0], limit=2**62)
@@ -489,6 +490,9 @@ def spacing_from_affine(affine: np.ndarray, ndim: int) -> tuple[float, ...]:
 
 def to_grey(rgb: np.ndarray) -> np.ndarray:
     """Convert ``(..., 3|4)`` colour to grey with ITU-R BT.601 luminance weights (alpha dropped)."""
-    rgb = np.asarray(rgb, dtype=np.float32)
-    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    # One channel at a time: a float32 copy of all channels would cost 12-16 bytes per pixel.
+    out = np.multiply(rgb[..., 0], 0.299, dtype=np.float32)
+    out += np.multiply(rgb[..., 1], 0.587, dtype=np.float32)
+    out += np.multiply(rgb[..., 2], 0.114, dtype=np.float32)
+    return out
 

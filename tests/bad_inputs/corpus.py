@@ -1122,6 +1122,22 @@ def mat5_bomb(d):
     return d / "bomb.mat"
 
 
+def mat4_plain(d):
+    """A MATLAB v4 file (scipy's format='4') holding a plain 64 x 64 image and no struct."""
+    import scipy.io
+
+    scipy.io.savemat(d / "old.mat", {"image": np.ones((64, 64))}, format="4")
+    return d / "old.mat"
+
+
+def mat4_huge(d):
+    """A 90-byte MATLAB v4 file whose one variable claims 40000 x 40000 doubles."""
+    name = b"image\0"
+    (d / "claims-v4.mat").write_bytes(struct.pack("<5i", 0, 40000, 40000, 0, len(name)) + name
+                                       + bytes(64))
+    return d / "claims-v4.mat"
+
+
 def tiff_30000(d):
     """A zlib TIFF of 942 KB holding 30000 x 30000 zeros (about 10 GB to read)."""
     tile = zlib.compress(bytes(1024 * 1024), 9)  # every tile the same: written as encoded bytes
@@ -1444,6 +1460,10 @@ READING = [
      "smaller"),
     ("0.9 MB compressed .mat v5 inflating to a 30000 x 30000 image (zlib bomb)", mat5_bomb, 1,
      r"needs about 9\.2 GiB .*'cjdata.image'.*more than the 8\.0 GiB allowed"),
+    ("MATLAB v4 .mat (plain matrices only)", mat4_plain, 1,
+     r"MATLAB v4 file.*not the 'cjdata' struct.*-v7\.3"),
+    ("90-byte MATLAB v4 .mat claiming 40000 x 40000 doubles", mat4_huge, 1,
+     r"MATLAB v4 file.*Save it again"),
     ("942 KB zlib TIFF of 30000x30000", tiff_30000, 1, r"needs about 9\.2 GiB.*Crop or downsample"),
     ("NIfTI with NaN pixdim and no transform", nan_pixdim, 0, "geometry .* is not usable"),
     ("NIfTI with a NaN quaternion", nan_quaternion, 0, "qform is not usable.*voxel sizes"),

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from napari_brainseg.formats.mat5 import check_mat5_claims
+from napari_brainseg.formats.mat5 import check_mat5_claims, mat4_header
 from napari_brainseg.volume import (
     TUMOUR_TYPES,
     ReadError,
@@ -57,12 +57,21 @@ def read_mat(path: Path) -> list[Volume]:
         else:
             import scipy.io
 
+            with open(path, "rb") as fh:
+                if mat4_header(fh.read(20)):
+                    raise ReadError(
+                        f"{path.name}: a MATLAB v4 file, which can hold only plain matrices, "
+                        "not the 'cjdata' struct of the figshare brain-tumour set. Save it "
+                        "again in MATLAB with save(..., '-v7.3') or '-v7'."
+                    )
             check_mat5_claims(path)  # sizes from the headers before scipy allocates anything
             try:
                 mat = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False)
             except Exception as exc:
+                why = str(exc).split(";")[0]  # scipy's advice after ';' is for programmers
                 raise ReadError(
-                    f"{path.name}: not a readable MATLAB file ({exc})."
+                    f"{path.name}: not a readable MATLAB file ({why}); it is truncated or "
+                    "damaged. Copy it again from its source, or save it again in MATLAB."
                 ) from exc
             if "cjdata" not in mat:
                 keys = sorted(k for k in mat if not k.startswith("__"))

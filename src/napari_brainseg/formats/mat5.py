@@ -267,3 +267,22 @@ def check_mat5_claims(path: Path) -> int:
                 f"{path.name}: not a readable MATLAB file: {exc}; it is truncated or damaged. "
                 "Copy it again from its source, or save it again in MATLAB."
             ) from exc
+
+
+def mat4_header(head: bytes) -> bool:
+    """Whether ``head`` (a file's first bytes) starts like a MATLAB v4 variable.
+
+    A v4 file has no file header: each variable starts with five int32 (type code, rows,
+    columns, imaginary flag, name length) in the writer's byte order. v4 holds only plain
+    matrices, never the struct of the figshare layout.
+    """
+    if len(head) < 20 or head[:4] == b"\x89HDF":
+        return False
+    for endian in "<>":
+        mopt, rows, cols, imag, namelen = struct.unpack(endian + "5i", head[:20])
+        m, o, p, t = mopt // 1000, mopt // 100 % 10, mopt // 10 % 10, mopt % 10
+        if (0 <= mopt < 5000 and m in (0, 1, 2, 3, 4) and o == 0 and p <= 5 and t <= 2
+                and rows >= 0 and cols >= 0 and imag in (0, 1) and 1 <= namelen <= 4096):
+            return True
+    return False
+

@@ -19,6 +19,7 @@ from napari_brainseg.volume import (
     checked_values,
     label_dtype,
     os_error_message,
+    read_bytes_per_voxel,
     stem,
     suffix_of,
     to_grey,
@@ -43,6 +44,18 @@ def _pillow_size_limit_off() -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = old
 
 
+def colour_read_bytes(itemsize: int, samples: int) -> int:
+    """Peak bytes per pixel of reading ``samples`` values of ``itemsize`` bytes each to grey.
+
+    The decoded samples and one copy (Pillow's buffer and its array, or a reordered TIFF), the
+    grey float32 sum and its temporary (:func:`~napari_brainseg.volume.to_grey`) and the
+    finite-value mask. Measured for a 6000 x 6000 RGB TIFF: 11 bytes per pixel (this gives 15).
+    """
+    if samples == 1:
+        return read_bytes_per_voxel(itemsize)
+    return 2 * itemsize * samples + 8 + 1
+
+
 def _read_pillow(path: Path) -> np.ndarray:
     """Decode a PNG/JPEG/BMP to a grey, grey 16-bit, RGB or RGBA array.
 
@@ -52,7 +65,8 @@ def _read_pillow(path: Path) -> np.ndarray:
 
     with _pillow_size_limit_off(), Image.open(path) as im:
         depth = 2 if "16" in im.mode else 4 if im.mode in ("I", "F") else 1
-        check_size((im.height, im.width), path, len(im.getbands()) * depth)
+        check_size((im.height, im.width), path,
+                   bytes_per_voxel=colour_read_bytes(depth, len(im.getbands())))
         # A camera or phone JPEG stored sideways with an EXIF orientation tag: show it upright,
         # as every viewer does (a mask drawn on it then lines up).
         im = ImageOps.exif_transpose(im) or im
@@ -76,7 +90,11 @@ def _read_tiff(path: Path, warnings: list[str]) -> tuple[np.ndarray, bool]:
         all_series = tif.series
         series = all_series[0]
         axes = series.axes
-        check_size(series.shape, path, series.dtype.itemsize)
+        shape, samples = list(series.shape), 1
+        if "S" in axes:  # colour samples of one pixel, not voxels (a segmentation costs per pixel)
+            samples = shape.pop(axes.index("S"))
+        check_size(shape, path,
+                   bytes_per_voxel=colour_read_bytes(series.dtype.itemsize, samples))
         arr = series.asarray()
         if len(all_series) > 1:
             others = ", ".join(str(tuple(s.shape)) for s in all_series[1:4])
