@@ -220,9 +220,14 @@ class OnnxBackend:
         if session is None:
             return None
         h, w = x.shape[-2:]
-        xp = pad_to_multiple(x.float(), self.multiple).contiguous()
+        xp = pad_to_multiple(x.float(), self.multiple).contiguous().numpy()
         try:
-            (out,) = session.run(None, {"image": xp.numpy()})
+            # One slice per run: ONNX Runtime's memory arena keeps the largest batch's
+            # activations for the session's life. For 512 x 512 at width 16, a batch of 8 added
+            # 1,649 MB to the peak RSS and one slice at a time 197 MB, for 4 % more time per
+            # slice (build-time measurement, benchmarks/memory.py has the whole pipeline).
+            out = torch.cat([torch.from_numpy(session.run(None, {"image": xp[i:i + 1]})[0])
+                             for i in range(xp.shape[0])])
         except Exception as exc:  # noqa: BLE001
             with _LOCK:
                 _SESSIONS.pop(self.key, None)
@@ -230,7 +235,7 @@ class OnnxBackend:
             log.warning("ONNX Runtime failed (%s: %s); segmenting with PyTorch from now on",
                         type(exc).__name__, exc)
             return None
-        return torch.from_numpy(out)[..., :h, :w]
+        return out[..., :h, :w]
 
 
 def onnx_available() -> bool:
