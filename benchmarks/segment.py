@@ -111,11 +111,18 @@ def accuracy(sliding_window_inference) -> None:
     with torch.no_grad():
         prob = torch.sigmoid(sliding_window_inference(x, (256, 256), 4, demo.model.float(),
                                                       overlap=0.25, mode="gaussian"))
+        whole = torch.sigmoid(sliding_window_inference(x, tuple(x.shape[-2:]), 1,
+                                                       demo.model.float()))
     monai = prob.numpy()[:, 0] > 0.5
+    monai_whole = whole.numpy()[:, 0] > 0.5
     print(f"\nAccuracy, demo model on 9 held-out 512x512 phantoms (pooled Dice vs truth): "
-          f"ours {dice(ours, truth):.4f} (with its post-processing), MONAI sliding window "
-          f"{dice(monai, truth):.4f}; agreement ours vs MONAI {dice(ours, monai):.4f}")
-
+          f"ours {dice(ours, truth):.4f} (with its post-processing); MONAI whole image "
+          f"{dice(monai_whole, truth):.4f}, agreement with ours {dice(ours, monai_whole):.4f}; "
+          f"MONAI sliding window 256² {dice(monai, truth):.4f}, agreement with ours "
+          f"{dice(ours, monai):.4f} (windows a quarter of the slice: the built-in model was "
+          "trained on whole slices and loses their context). The MONAI rows are the network "
+          "alone on the stored pixels; ours resamples to the model's 1 mm grid and applies the "
+          "min-enhancement rule, hole filling and the small-component filter")
 
 if __name__ == "__main__":
     main()
