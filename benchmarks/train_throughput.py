@@ -8,11 +8,14 @@ Everything at 256 px, batch 8, on the CPU with torch's default threads, in one p
 makes them (:func:`napari_brainseg.synthesis.training_slice` on the training heads, then the
 inference normalisation), through a ``DataLoader`` with 0, 1 or 2 worker processes (prefetch 4,
 as the script), feed training steps of that script's U-Net (width 16, batch norm, dropout 0-0.2,
-AdamW, channels-last). Baseline: the same steps on batches made before the timing ("in memory",
-what precomputed shards give). Each round makes its loaders afresh (an idle worker of one arm
-never takes CPU from another) with the heads loaded before the workers fork (the 10-15 s load of
-``build/tumour-heads.npz`` is start-up, not throughput). "generation only" is the rate of making
-samples in this process without training: what precomputing shards costs, once.
+AdamW, channels-last). Baseline: the same steps on batches made before the timing ("in memory").
+"precomputed shards": the same samples written before the timing as shard files
+(:mod:`napari_brainseg.synthesis.shards`, what ``--shards`` trains on), read memory-mapped and
+shuffled in the training process (no worker). Each round makes its loaders afresh (an idle
+worker of one arm never takes CPU from another) with the heads loaded before the workers fork
+(the 10-15 s load of ``build/tumour-heads.npz`` is start-up, not throughput). "generation
+only" is the rate of making samples in this process without training: what precomputing shards
+costs, once.
 Needs ``build/tumour-heads.npz`` (``python scripts/train_tumour_model.py --prepare``).
 
 (b) **The training step.** The study U-Net (``UNetConfig()``: width 16, no batch norm, dropout),
@@ -31,7 +34,9 @@ each arm's samples/s, and its ratio to the baseline of the same run. Run ``uptim
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -132,7 +137,25 @@ def synthesis(rounds: int, steps: int) -> list[list[object]]:
     memory = [(torch.stack([x for x, _ in samples[k:k + BATCH]]),
                torch.stack([y for _, y in samples[k:k + BATCH]]))
               for k in range(0, len(samples), BATCH)]
-    trainers = {w: Trainer(cfg, channels_last=True, adamw=True) for w in ("memory", 0, 1, 2)}
+    trainers = {w: Trainer(cfg, channels_last=True, adamw=True)
+                for w in ("memory", "shards", 0, 1, 2)}
+    # Precomputed shards (synthesis/shards.py, as train_tumour_model.py --shards reads them):
+    # made before the timing, then memory-mapped; twice the samples a round uses.
+    from napari_brainseg.synthesis.shards import ShardSet, write_shards
+
+    shard_dir = Path(tempfile.mkdtemp(prefix="brainseg-shards-"))
+    gen = iter(Stream(heads, seed=2))
+    t = time.perf_counter()
+    write_shards(shard_dir, lambda rng: tuple(v[0].numpy() for v in next(gen)),
+                 2 * BATCH * (steps + 1), seed=2, per_shard=4 * BATCH)
+    print(f"shards written in {time.perf_counter() - t:.1f} s", flush=True)
+    shards = ShardSet(shard_dir)
+    shard_rng = np.random.default_rng(0)
+
+    def from_shards() -> float:
+        batches = ((torch.from_numpy(x[:, None]), torch.from_numpy(y[:, None].astype(np.float32)))
+                   for x, y in shards.batches(BATCH, shard_rng))
+        return timed_steps(trainers["shards"], batches, steps)
 
     def on_the_fly(workers: int) -> Callable[[], float]:
         def arm() -> float:
@@ -154,9 +177,11 @@ def synthesis(rounds: int, steps: int) -> list[list[object]]:
         return BATCH * 2 / (time.perf_counter() - t)
 
     arms = {"in memory": lambda: timed_steps(trainers["memory"], iter(memory), steps),
+            "precomputed shards (memory-mapped, no worker)": from_shards,
             **{f"on the fly, {w} worker{'s' if w != 1 else ''}": on_the_fly(w) for w in (0, 1, 2)},
             "generation only (no training)": generation}
     rates = interleave(arms, rounds)
+    shutil.rmtree(shard_dir, ignore_errors=True)
     base = rates["in memory"]
     return [[name, rate, "—" if name.startswith("generation") else f"{100 * rate / base:.0f}%"]
             for name, rate in rates.items()]

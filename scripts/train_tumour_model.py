@@ -98,6 +98,42 @@ def install(src: Path) -> None:
     print("installed", src, "as", BUILTIN, f"({BUILTIN.stat().st_size / 1e6:.1f} MB)")
 
 
+def synth_pair(heads: list, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One training pair, normalised like inference: (image float32, tumour uint8)."""
+    from napari_brainseg.synthesis import training_slice
+
+    s = training_slice(heads, rng, SIZE)
+    return normalise(s.image, DEFAULT_NORMALISATION), s.tumour
+
+
+def write_shard_set(heads_file: Path, exclude: list[str], folder: Path, n: int, seed: int,
+                    first: int) -> None:
+    from napari_brainseg.synthesis import load_heads
+    from napari_brainseg.synthesis.shards import PER_SHARD, write_shards
+
+    heads = [h for h in load_heads(heads_file) if h.name not in exclude]
+    t = time.perf_counter()
+    paths = write_shards(folder, lambda rng: synth_pair(heads, rng), n, seed,
+                         {"size": SIZE, "heads": [h.name for h in heads],
+                          "script": "scripts/train_tumour_model.py"}, first=first)
+    print(f"{len(paths)} shards of up to {PER_SHARD} samples in {folder} "
+          f"({time.perf_counter() - t:.0f} s)", flush=True)
+
+
+class ShardStream(torch.utils.data.IterableDataset):
+    """Endless batches from precomputed shards (``--shards``), shuffled each pass."""
+
+    def __init__(self, folder: Path, batch: int, seed: int, segment: int) -> None:
+        self.folder, self.batch, self.seed, self.segment = folder, batch, seed, segment
+
+    def __iter__(self):  # noqa: D105
+        from napari_brainseg.synthesis.shards import ShardSet
+
+        rng = np.random.default_rng([self.seed, self.segment, 99])
+        for x, y in ShardSet(self.folder).batches(self.batch, rng):
+            yield torch.from_numpy(x[:, None]), torch.from_numpy(y[:, None].astype(np.float32))
+
+
 class SynthStream(torch.utils.data.IterableDataset):
     """Endless synthetic (image, mask) pairs, normalised like inference."""
 
@@ -105,7 +141,7 @@ class SynthStream(torch.utils.data.IterableDataset):
         self.heads_file, self.exclude, self.seed, self.segment = heads_file, exclude, seed, segment
 
     def __iter__(self):  # noqa: D105
-        from napari_brainseg.synthesis import load_heads, training_slice
+        from napari_brainseg.synthesis import load_heads
 
         info = torch.utils.data.get_worker_info()
         if info is not None:  # a worker process; with --workers 0 this is the training process
@@ -114,9 +150,8 @@ class SynthStream(torch.utils.data.IterableDataset):
         heads = [h for h in load_heads(self.heads_file) if h.name not in self.exclude]
         rng = np.random.default_rng([self.seed, self.segment, wid])
         while True:
-            s = training_slice(heads, rng, SIZE)
-            img = normalise(s.image, DEFAULT_NORMALISATION)
-            yield torch.from_numpy(img[None]), torch.from_numpy(s.tumour[None].astype(np.float32))
+            img, tumour = synth_pair(heads, rng)
+            yield torch.from_numpy(img[None]), torch.from_numpy(tumour[None].astype(np.float32))
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int = 100) -> float:
@@ -147,7 +182,19 @@ def main() -> None:
                     help="make CHECKPOINT the built-in model (adds the inference settings) "
                          "and stop")
     ap.add_argument("--init", type=Path, help="start from this checkpoint's weights (fine-tune)")
+    ap.add_argument("--write-shards", type=Path, metavar="DIR",
+                    help="make --samples training pairs into shard files in DIR and stop "
+                         "(several processes may share the work with --first-shard)")
+    ap.add_argument("--samples", type=int, default=4096)
+    ap.add_argument("--first-shard", type=int, default=0)
+    ap.add_argument("--shards", type=Path, metavar="DIR",
+                    help="train on precomputed shards (from --write-shards) instead of "
+                         "synthesising on the fly: no worker takes the cores from training")
     args = ap.parse_args()
+    if args.write_shards:
+        write_shard_set(args.heads, args.exclude, args.write_shards, args.samples, args.seed,
+                        args.first_shard)
+        return
     if args.prepare:
         prepare(args.heads, args.exclude)
         return
@@ -173,10 +220,13 @@ def main() -> None:
         print("weights from", args.init, flush=True)
     loss_cfg = LossConfig("dice+bce")
     loss_fn = make_loss(loss_cfg)
-    loader = torch.utils.data.DataLoader(
-        SynthStream(args.heads, args.exclude, args.seed, segment), batch_size=args.batch,
-        num_workers=args.workers, persistent_workers=args.workers > 0,
-        prefetch_factor=4 if args.workers > 0 else None, pin_memory=device.type == "cuda")
+    if args.shards:
+        loader = ShardStream(args.shards, args.batch, args.seed, segment)
+    else:
+        loader = torch.utils.data.DataLoader(
+            SynthStream(args.heads, args.exclude, args.seed, segment), batch_size=args.batch,
+            num_workers=args.workers, persistent_workers=args.workers > 0,
+            prefetch_factor=4 if args.workers > 0 else None, pin_memory=device.type == "cuda")
     t0 = time.perf_counter()
     amp = device.type == "cuda"
 
@@ -189,6 +239,7 @@ def main() -> None:
             "contrast": "contrast-enhanced T1",
             "seconds": round(time.perf_counter() - t0, 1), "device": device.type,
             "init": str(args.init) if args.init else None,
+            "shards": str(args.shards) if args.shards else None,
         }
         save_checkpoint(path, model, DEFAULT_NORMALISATION, training,
                         {"train_loss_last100": float(np.mean(log[-100:])) if log else None},
