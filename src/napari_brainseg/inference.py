@@ -177,9 +177,10 @@ class OnnxBackend:
         self.multiple = model.config.multiple
         self.path = cache_dir() / f"unet-{self.key[:32]}.onnx"
         self._model = model
-        self._start(wait)
+        self.start(wait)
 
-    def _start(self, wait: bool) -> None:
+    def start(self, wait: bool) -> None:
+        """Start the export (once per model and process); ``wait`` joins it."""
         with _LOCK:
             if self.key in _SESSIONS or self.key in _FAILED:
                 return

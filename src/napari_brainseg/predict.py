@@ -252,7 +252,7 @@ class Predictor:
                 return
             self._onnx = OnnxBackend(self.model, wait=wait)
         elif wait:
-            self._onnx._start(wait=True)  # noqa: SLF001 (joins the running export)
+            self._onnx.start(wait=True)  # joins the running export
 
     def _onnx_run(self, x: torch.Tensor) -> torch.Tensor | None:
         """ONNX Runtime's probabilities, or None where PyTorch must run."""

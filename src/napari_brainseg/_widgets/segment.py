@@ -411,7 +411,7 @@ def viewer_slice(viewer: napari.viewer.Viewer) -> int:
 
 def show_largest_lesion(viewer: napari.viewer.Viewer, layer: Labels, mask: np.ndarray) -> None:
     """Move the viewer to the centre slice of the largest lesion and select its layer."""
-    from napari_brainseg.predict import largest_lesion_centre
+    from napari_brainseg.lesions import largest_lesion_centre
 
     centre = largest_lesion_centre(mask)
     viewer.layers.selection.active = layer
