@@ -225,8 +225,8 @@ class OnnxBackend:
         try:
             # One slice per run: ONNX Runtime's memory arena keeps the largest batch's
             # activations for the session's life. For 512 x 512 at width 16, a batch of 8 added
-            # 1,649 MB to the peak RSS and one slice at a time 197 MB, for 4 % more time per
-            # slice (build-time measurement, benchmarks/memory.py has the whole pipeline).
+            # 1,649 MB to the peak RSS and one slice at a time 197 MB, at 0.93-1.05x the time
+            # per slice in two runs under load (benchmarks/memory.py: the whole pipeline).
             out = torch.cat([torch.from_numpy(session.run(None, {"image": xp[i:i + 1]})[0])
                              for i in range(xp.shape[0])])
         except Exception as exc:  # noqa: BLE001
