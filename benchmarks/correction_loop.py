@@ -184,6 +184,8 @@ def slices_to_reach(curve, target):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seeds FIRST .. FIRST+SEEDS-1 (to add seeds to an earlier run)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--k", type=int, default=8, help="slices corrected per round")
     ap.add_argument("--start", type=int, default=48, help="labelled slices of the first model")
@@ -205,18 +207,19 @@ def main() -> None:
     if bad or "random" not in args.strategies:
         ap.error(f"--strategies: choose from {', '.join(STRATEGIES)}, random included")
     torch.set_num_threads(args.threads)
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.jobs == 1:
             hs = heads()
-            for seed in range(args.seeds):
+            for seed in seeds:
                 results.append(run_seed(seed, hs, args, Path(tmp)))
                 print(f"seed {seed} done: {results[-1][4][0]:.1f} CPU min, "
                       f"{results[-1][4][1]:.1f} min wall", flush=True)
         else:  # seeds in parallel processes, each with --threads torch threads
             job = functools.partial(_seed_job, args=args, work=Path(tmp))
             with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("fork")) as ex:
-                for seed, res in enumerate(ex.map(job, range(args.seeds))):
+                for seed, res in zip(seeds, ex.map(job, seeds), strict=True):
                     results.append(res)
                     print(f"seed {seed} done: {res[4][0]:.1f} CPU min, {res[4][1]:.1f} min "
                           "wall", flush=True)
@@ -253,7 +256,7 @@ def main() -> None:
     if args.save:
         args.save.write_text(json.dumps([
             {"seed": seed, "curves": res[0], "picked_error": res[1], "cpu_min": res[4][0]}
-            for seed, res in enumerate(results)], indent=1, default=float))
+            for seed, res in zip(seeds, results, strict=True)], indent=1, default=float))
         print(f"per-seed results: {args.save}")
     if args.plot:
         import matplotlib
