@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from napari_brainseg.synthesis.shards import ShardSet, write_shards
 
@@ -28,6 +29,8 @@ def test_shards_are_written_mapped_and_drawn_shuffled(tmp_path):
         np.testing.assert_array_equal(y, (x > 1).astype(np.uint8))  # pairs stay together
         seen += [tuple(np.round(v, 2).ravel()[:4]) for v in x]
     assert len(set(seen)) >= 4  # shuffled across shards, not one shard over and over
+    with pytest.raises(ValueError, match="fewer than a batch of 8"):
+        next(shards.batches(8, rng))  # never an endless loop that yields nothing
 
 
 def test_shards_split_across_processes_equal_one_run(tmp_path):

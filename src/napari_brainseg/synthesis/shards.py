@@ -76,6 +76,9 @@ class ShardSet:
     def batches(self, batch: int, rng: np.random.Generator) -> Iterator[tuple[np.ndarray,
                                                                               np.ndarray]]:
         """Endless ``(images float32 (B, S, S), tumours uint8 (B, S, S))``, each pass shuffled."""
+        if len(self) < batch:  # a pass would yield nothing, forever
+            raise ValueError(f"{len(self)} samples in the shards, fewer than a batch of {batch}; "
+                             "write more with --write-shards")
         while True:
             order = rng.permutation(len(self.index))
             for k in range(0, len(order) - batch + 1, batch):
