@@ -43,8 +43,8 @@ TUMOUR_KINDS = ("glioma", "meningioma", "metastases", "pituitary")
 #: synthetic tumours (held-out MRHead, pooled Dice 0.918 -> 0.898 at up to 3 mm). But the
 #: built-in model fine-tuned with 3 mm (stage 6, 1,381 steps) did worse on the real CE-T1
 #: scans (false lesions apart from the tumour 0.30 / 0.04 -> 0.53 / 0.89 cm³, Dice 0.956 /
-#: 0.913 -> 0.951 / 0.892): soft-edged lesions look more like partial-volume vessels. Kept as
-#: an option for experiments, off by default.
+#: 0.913 -> 0.951 / 0.892), perhaps because soft-edged lesions look more like partial-volume
+#: vessels. Kept as an option for experiments, off by default.
 MAX_EDGE_MM = 0.0
 
 
