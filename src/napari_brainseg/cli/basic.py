@@ -1,0 +1,140 @@
+"""``brainseg info``, ``sample-data`` and ``skull-strip``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from napari_brainseg.progress import drain
+
+from ._common import _err
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from napari_brainseg.io import ReadError, read
+
+    failed = 0
+    for path in args.paths:
+        try:
+            volumes = read(path)
+        except ReadError as exc:
+            _err(str(exc))
+            failed += 1
+            continue
+        for vol in volumes:
+            extra = ", ".join(f"{k}={vol.metadata[k]}" for k in ("tumour_type", "patient_id",
+                                                                 "modality") if k in vol.metadata)
+            data = vol.data
+            spacing = " x ".join(f"{s:.3g}" for s in vol.spacing)
+            print(f"{path}: {vol.kind} '{vol.name}' shape={data.shape} dtype={data.dtype} "
+                  f"spacing={spacing} mm range=[{data.min():.4g}, {data.max():.4g}]"
+                  + (f" {extra}" if extra else ""))
+            for w in vol.warnings:
+                print(f"  warning: {w}")
+    return 1 if failed else 0
+
+
+# --------------------------------------------------------------------------- sample-data
+
+
+def _cmd_sample_data(args: argparse.Namespace) -> int:
+    from napari_brainseg.synthetic import write_sample_folder
+
+    try:
+        shape = tuple(int(s) for s in args.size.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) != 2 or min(shape) < 32 or max(shape) > 4096:
+        _err(f"--size must look like 256x256 (each side 32 to 4096), got {args.size!r}")
+        return 2
+    paths = write_sample_folder(Path(args.out), n=args.n, seed=args.seed, shape=shape,
+                                skull=args.skull)
+    print(f"wrote {len(paths)} phantom images and masks to {args.out}/images and "
+          f"{args.out}/masks (seed {args.seed}, {shape[0]}x{shape[1]})")
+    return 0
+
+
+# --------------------------------------------------------------------------- skull-strip
+
+
+def _cmd_skull_strip(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from napari_brainseg.io import ReadError, find_pairs, read, write_image, write_labels
+    from napari_brainseg.naming import brain_mask_path, stripped_path
+    from napari_brainseg.skullstrip import apply_mask, iter_skull_strip
+
+    src = Path(args.input)
+    if not src.exists():
+        _err(f"{src}: no such file or folder")
+        return 2
+    pairs = [] if src.is_file() else find_pairs(src)
+    # a file, or a folder that is one DICOM series, else every image of the folder
+    inputs = [p.image for p in pairs] or [src]
+    single = len(inputs) == 1 and not Path(args.output).is_dir() and Path(args.output).suffix
+    failed = 0
+    params = ({"tightness": args.tightness, "erode_mm": args.erode_mm}
+              if args.method == "classical" else {})
+    if args.method == "learned" and (args.tightness is not None or args.erode_mm is not None):
+        _err("--tightness and --erode-mm tune the classical method; add --method classical")
+        return 2
+    params = {k: v for k, v in params.items() if v is not None}
+    bar = tqdm(inputs, desc="skull strip", unit="file", disable=args.quiet or len(inputs) < 2)
+    for path in bar:
+        try:
+            vol = next(v for v in read(path) if v.kind == "image")
+            if single:
+                out = Path(args.output)
+            else:
+                out = brain_mask_path(args.output, vol.name, path, vol.ndim)
+            outs = [out]
+            if args.masked:
+                outs.append(stripped_path(out))
+            # Never write over the input, whatever --overwrite says; other files only with it.
+            clash = [o for o in outs if o.resolve() == Path(path).resolve()]
+            if clash:
+                raise ValueError(f"output {clash[0]} would replace the input; choose another "
+                                 "output name or folder")
+            # Existing outputs are kept without --overwrite; a run stopped between the mask and
+            # the stripped image is completed (from the mask on disk) on the next run.
+            keep = set() if args.overwrite else {o for o in outs if o.exists()}
+            if len(keep) == len(outs):
+                print(f"{path}: skipped, {out} exists (use --overwrite)")
+                continue
+            if out in keep:
+                mask = next(iter(read(out, with_mask=False))).data > 0
+                if mask.shape != vol.data.shape:
+                    raise ValueError(f"existing mask {out.name} has shape {mask.shape}, not the "
+                                     f"scan's {vol.data.shape}; use --overwrite to redo it")
+            else:
+                steps = iter_skull_strip(vol.data, vol.spacing, mode=args.mode,
+                                         method=args.method, affine=vol.affine, **params)
+                with tqdm(desc=f"{path.name}", unit="step", leave=False,
+                          disable=args.quiet) as stage_bar:  # inside the file bar
+
+                    def show(step: tuple[int, int], bar: Any = stage_bar) -> None:
+                        bar.n, bar.total = step
+                        bar.refresh()
+
+                    mask = drain(steps, show)
+                write_labels(out, mask.astype("uint8"), like=vol, spacing=vol.spacing)
+            written = [o for o in outs if o not in keep]
+            if args.masked and outs[1] not in keep:
+                write_image(outs[1], apply_mask(vol.data, mask), like=vol, spacing=vol.spacing)
+            line = f"{path}: brain {int(mask.sum()):,} voxels -> {', '.join(map(str, written))}"
+            if keep:
+                line += f" (kept existing {', '.join(o.name for o in sorted(keep))})"
+            print(line)
+        except ReadError as exc:  # its message names the file
+            failed += 1
+            _err(str(exc))
+        except (ValueError, TypeError, OSError) as exc:
+            failed += 1
+            _err(f"{path.name}: {exc}")
+    if failed and len(inputs) > 1:
+        _err(f"{failed} of {len(inputs)} input(s) failed")
+    return 1 if failed else 0
+
+
+# --------------------------------------------------------------------------- train
