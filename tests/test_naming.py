@@ -141,7 +141,8 @@ def test_a_prediction_is_never_ground_truth_nor_an_image_to_pair(tmp_path):
 
 
 def test_batch_writes_name_pred_and_never_segments_predictions_again(tiny_model, tmp_path):
-    from napari_brainseg.batch import iter_segment_folder, list_inputs
+    from napari_brainseg.batch import iter_segment_folder
+    from napari_brainseg.batch_inputs import list_inputs
     from napari_brainseg.predict import Predictor
     from napari_brainseg.progress import drain
     from napari_brainseg.synthetic import write_sample_folder
@@ -228,7 +229,7 @@ def test_record_correction_marks_a_sidecar_and_adds_up(tmp_path):
 
 
 def test_corrected_pairs_takes_only_predictions_marked_corrected(tmp_path):
-    from napari_brainseg.batch import corrected_pairs
+    from napari_brainseg.batch_inputs import corrected_pairs
     from napari_brainseg.provenance import record_correction
 
     scans, results = _results(tmp_path, names=("a", "b", "c", "d"))

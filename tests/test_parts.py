@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from napari_brainseg.batch import merge_parts, parse_part, select_part
 from napari_brainseg.cli import main
+from napari_brainseg.results_table import merge_parts, parse_part, select_part
 from napari_brainseg.synthetic import write_sample_folder
 
 

@@ -318,7 +318,8 @@ def test_every_series_of_a_multi_series_dicom_folder_is_segmented(tmp_path, tiny
 
 def test_a_folder_of_extension_less_dicom_files_is_found(tmp_path, tiny_model):
     from conftest import make_dicom_series
-    from napari_brainseg.batch import iter_segment_folder, list_inputs
+    from napari_brainseg.batch import iter_segment_folder
+    from napari_brainseg.batch_inputs import list_inputs
     from napari_brainseg.progress import drain
 
     make_dicom_series(tmp_path / "in" / "exam", n=3)  # IM0000, IM0001, ... as scanners export

@@ -1,60 +1,53 @@
-"""Batch runs over files and folders: inputs, output names, overlays, ``results.csv``.
+"""Batch runs over files and folders: segment every scan, write masks, overlays and the table.
 
-:func:`iter_segment_folder` yields one :class:`FileResult` per file (ok / skipped / failed with the
-reason), writes masks in the input's format (NIfTI keeps the scan's affine) and keeps
-``results.csv`` up to date after every file, so the CLI and the batch widget share it. Every
-scan goes through :func:`napari_brainseg.predict.iter_segment_scan`.
+:func:`iter_segment_folder` yields one :class:`~napari_brainseg.results_table.FileResult` per file
+(ok / skipped / failed with the reason), writes masks in the input's format (NIfTI keeps the
+scan's affine) and keeps ``results.csv`` up to date after every file, so the CLI and the batch
+widget share it. Every scan goes through :func:`napari_brainseg.predict.iter_segment_scan`. The
+inputs are :mod:`.batch_inputs`'s, the table and split runs :mod:`.results_table`'s.
 """
 
 from __future__ import annotations
 
-import csv
 import errno
-import io as _io
-import json
 import logging
 import math
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import asdict, dataclass, field, is_dataclass, replace
+from dataclasses import asdict, is_dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from . import provenance
-from .formats.dicom import is_dicom_file
+from .batch_inputs import list_inputs
 from .formats.dicom_seg import write_dicom_seg
-from .io import (
-    ReadError,
-    Volume,
-    atomic_write,
-    find_pairs,
-    read,
-    write_labels,
-)
+from .io import ReadError, Volume, atomic_write, read, write_labels
 from .metrics import Counts, confusion, scores
 from .naming import (
-    DICOM_SUFFIXES,
     PREDICTION_SUFFIX,
     dicom_seg_path,
     existing_prediction,
-    is_never_input,
     is_prediction,
-    legacy_prediction_paths,
     overlay_path,
     prediction_paths,
     series_prediction_path,
-    suffix_of,
 )
 from .predict import Predictor, iter_segment_scan, tumour_size
 from .progress import drain
 from .provenance import SIDECAR_SUFFIX
-from .volume import SEGMENT_BYTES_PER_VOXEL, check_memory, list_files, reading_for
+from .results_table import (
+    FileResult,
+    results_csv_name,
+    select_part,
+    try_write_csv,
+    write_provenance,
+)
+from .volume import SEGMENT_BYTES_PER_VOXEL, check_memory, reading_for
 
 if TYPE_CHECKING:
     from .uncertainty import UncertaintyOptions
@@ -62,139 +55,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- folders
-
-
-@dataclass(frozen=True)
-class FileResult:
-    """The outcome for one input file of a batch run."""
-
-    source: Path
-    status: Literal["ok", "skipped", "failed"]
-    output: Path | None = None
-    voxels: int = 0
-    size_mm: float = 0.0
-    unit: str = ""
-    seconds: float = 0.0
-    error: str = ""
-    dice: float | None = None
-    counts: Counts | None = field(default=None, repr=False)
-    #: Uncertain volume (mm³) or area (mm²) when uncertainty was asked for
-    #: (:mod:`napari_brainseg.uncertainty`), and the most uncertain slice's index.
-    uncertainty: float | None = None
-    uncertain_slice: int | None = None
-
-    def row(self) -> dict[str, Any]:
-        r"""One results.csv row (file names that are not UTF-8 are written with \x escapes)."""
-        return {
-            "file": _text(self.source), "status": self.status,
-            "output": _text(self.output) if self.output else "",
-            "tumour_voxels": self.voxels,
-            "tumour_area_mm2": f"{self.size_mm:.2f}" if self.unit == "mm2" else "",
-            "tumour_volume_mm3": f"{self.size_mm:.2f}" if self.unit == "mm3" else "",
-            "seconds": f"{self.seconds:.3f}",
-            "dice_vs_mask": "" if self.dice is None else f"{self.dice:.4f}",
-            "uncertainty": "" if self.uncertainty is None else f"{self.uncertainty:.2f}",
-            "most_uncertain_slice": "" if self.uncertain_slice is None
-            else self.uncertain_slice,
-            "error": _text(self.error),
-        }
-
-
-def _text(value: str | Path) -> str:
-    r"""``value`` as valid UTF-8 text: bytes of a non-UTF-8 file name become ``\xe9`` escapes.
-
-    Such names reach Python as lone surrogates, which no UTF-8 file can hold.
-    """
-    try:
-        return os.fsencode(str(value)).decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:
-        return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-CSV_FIELDS = ["file", "status", "output", "tumour_voxels", "tumour_area_mm2",
-              "tumour_volume_mm3", "seconds", "dice_vs_mask", "uncertainty",
-              "most_uncertain_slice", "error"]
-
-
-def list_inputs(path: str | Path,
-                exclude: str | Path | None = None) -> list[tuple[Path, Path | None]]:
-    """Inputs of a batch run: ``(scan, ground-truth mask or None)``.
-
-    A file is itself; a folder is searched recursively for images (masks by the pairing convention
-    are used as ground truth, never segmented) and DICOM series (one input per folder). Anything
-    under ``exclude`` (the run's output folder, when it lies inside the input folder) is left out,
-    so a re-run never segments its own outputs.
-    """
-    path = Path(path)
-    if exclude is not None and path.is_dir():
-        ex = Path(exclude).resolve()
-        return [(src, gt) for src, gt in list_inputs(path)
-                if not src.resolve().is_relative_to(ex)]
-    if path.is_file():
-        pairs = find_pairs(path.parent, recursive=False)
-        gt = next((p.mask for p in pairs if p.image == path), None)
-        return [(path, gt if gt != path else None)]
-    if not path.is_dir():
-        raise ReadError(f"{path}: no such file or folder")
-    out: list[tuple[Path, Path | None]] = [(p.image, p.mask if p.mask != p.image else None)
-                                           for p in find_pairs(path)]
-    # A DICOM SEG of an earlier run (NAME_pred.dcm) is an output, not a series to segment.
-    dicom_dirs = sorted({f.parent for f in list_files(path)
-                         if not is_never_input(f) and is_dicom_file(f)})
-    out += [(d, None) for d in dicom_dirs]
-    return out
-
-
-@dataclass(frozen=True)
-class CorrectedPredictions:
-    """The predictions of a results folder, sorted for training (:func:`corrected_pairs`).
-
-    Attributes
-    ----------
-    pairs : list of (Path, Path)
-        ``(scan, corrected prediction)``: training pairs.
-    not_corrected : list of Path
-        Predictions not marked corrected (skipped).
-    no_scan : list of Path
-        Corrected predictions with no scan of that name in the scans folder (skipped).
-    """
-
-    pairs: list[tuple[Path, Path]]
-    not_corrected: list[Path]
-    no_scan: list[Path]
-
-
-def corrected_pairs(scans: str | Path, results: str | Path) -> CorrectedPredictions:
-    """Pair the corrected predictions in ``results`` with their scans in ``scans``.
-
-    A prediction belongs to the scan that ``brainseg segment SCANS RESULTS`` names so (same
-    sub-folders, ``NAME_pred`` or the old ``NAME_tumour``; :mod:`napari_brainseg.naming`):
-    pairing is by name, because sidecars never record input paths. Only predictions *marked
-    corrected* are paired: their sidecar ``NAME_pred.ext.json`` says ``"corrected": true``, which
-    the napari writer records when an edited prediction is saved
-    (:func:`napari_brainseg.provenance.record_correction`). Series of multi-series inputs
-    (``NAME_seriesK_pred``) have no single scan and count as ``no_scan``.
-    """
-    scans, results = Path(scans), Path(results)
-    if not results.is_dir():
-        raise ValueError(f"{results}: not a folder; --labels-from takes the results folder of "
-                         "'brainseg segment' (holding NAME_pred files)")
-    owner: dict[Path, Path] = {}
-    for src, dest in prediction_paths([s for s, _ in list_inputs(scans, exclude=results)],
-                                      scans, results).items():
-        for name in (dest, *legacy_prediction_paths(dest)):
-            owner[name] = src
-    found = [p for p in list_files(results) if is_prediction(p)
-             and suffix_of(p) not in DICOM_SUFFIXES]  # a DICOM SEG is another copy
-    pairs, not_corrected, no_scan = [], [], []
-    for pred in found:
-        if not provenance.is_corrected(pred):
-            not_corrected.append(pred)
-        elif pred in owner:
-            pairs.append((owner[pred], pred))
-        else:
-            no_scan.append(pred)
-    return CorrectedPredictions(pairs, not_corrected, no_scan)
 
 
 RED, GREEN = (255, 40, 40), (40, 220, 40)
@@ -246,26 +106,6 @@ def check_output_folder(out_dir: str | Path) -> None:
         raise ValueError(f"{out_dir}: cannot write there ({exc.strerror or exc}); make the "
                          "folder writable or choose another output folder") from exc
 
-
-def write_results_csv(path: Path, results: Sequence[FileResult]) -> None:
-    """Write ``results.csv`` atomically (one row per input, :data:`CSV_FIELDS`).
-
-    Raises
-    ------
-    OSError
-        The file could not be written (full disk, read-only folder); the old table, if any, is
-        left whole.
-    """
-    _write_rows(path, [r.row() for r in results])
-
-
-def _write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    buf = _io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, restval="", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    text = buf.getvalue()
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _describe(exc: BaseException, src: Path) -> str:
@@ -348,7 +188,7 @@ def iter_segment_folder(
     items = list(items) if items is not None else list_inputs(root, exclude=out_dir)
     rec = run_record(predictor, skull_strip=skull_strip, axis=axis, uncertainty=uncertainty)
     table = out_dir / results_csv_name(part)
-    _write_provenance(table.with_name(table.name + SIDECAR_SUFFIX),
+    write_provenance(table.with_name(table.name + SIDECAR_SUFFIX),
                       rec if part is None else {**rec, "part": {"index": part[0],
                                                                 "of": part[1]}})
     results: list[FileResult] = []
@@ -401,160 +241,12 @@ def iter_segment_folder(
             log.info("failed: %s", res.error)  # the caller reports it (CLI line, widget table)
         results.append(res)
         if k == len(items) - 1 or time.perf_counter() - csv_at >= 1.0:
-            _try_write_csv(table, results)
+            try_write_csv(table, results)
             csv_at = time.perf_counter()
         yield res
     if not items:
-        _try_write_csv(table, results)
+        try_write_csv(table, results)
     return results
-
-
-# --------------------------------------------------------------------------- parts
-
-
-def parse_part(text: str) -> tuple[int, int]:
-    """``"I/N"`` (part I of N, counted from 1) as ``(I, N)``.
-
-    Raises
-    ------
-    ValueError
-        Not two whole numbers with ``1 <= I <= N``; the message says what is expected.
-    """
-    head, sep, tail = str(text).partition("/")
-    try:
-        index, count = int(head), int(tail)
-    except ValueError:
-        index = count = 0
-    if not sep or count < 1 or not 1 <= index <= count:
-        raise ValueError(f"--part must be I/N with 1 <= I <= N (e.g. 1/4 ... 4/4 for four "
-                         f"processes), got {text!r}")
-    return index, count
-
-
-def results_csv_name(part: tuple[int, int] | None = None) -> str:
-    """``results.csv``, or ``results.partI.csv`` for part I of a split run."""
-    return "results.csv" if part is None else f"results.part{part[0]}.csv"
-
-
-def select_part(items: Sequence[tuple[Path, Path | None]], root: str | Path,
-                part: tuple[int, int]) -> list[tuple[Path, Path | None]]:
-    """Part ``I`` of ``N`` of a run's inputs: every N-th input, starting with the I-th.
-
-    The inputs are ordered by their path below ``root`` (as bytes, so locale and file system
-    order do not matter), so independent processes given the same folder agree on the split
-    however they spell it; taking every N-th spreads large and small scans over the parts.
-    The parts are disjoint and together hold every input once.
-    """
-    index, count = part
-    root = Path(root)
-
-    def key(item: tuple[Path, Path | None]) -> bytes:
-        src = item[0]
-        try:
-            rel = src.relative_to(root) if root.is_dir() else Path(src.name)
-        except ValueError:
-            rel = src
-        return os.fsencode(str(rel))
-
-    return sorted(items, key=key)[index - 1::count]
-
-
-_PART_TABLE = re.compile(r"results\.part([1-9][0-9]*)\.csv")
-
-
-def part_tables(out_dir: str | Path) -> dict[int, Path]:
-    """The part tables (``results.partI.csv``) in an output folder, by part number."""
-    out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        return {}
-    found = {}
-    for p in out_dir.iterdir():
-        m = _PART_TABLE.fullmatch(p.name)
-        if m and p.is_file():
-            found[int(m.group(1))] = p
-    return dict(sorted(found.items()))
-
-
-def merge_parts(inputs: str | Path, output: str | Path,
-                items: Sequence[tuple[Path, Path | None]] | None = None) -> list[dict[str, str]]:
-    """Combine the part tables of a split run (``--part I/N``) into one ``results.csv``.
-
-    Rows come in the order one plain run writes them. ``results.csv`` is written atomically
-    (with the parts' provenance as ``results.csv.json``); only then are the part tables and
-    their ``.json`` removed. Returns the rows.
-
-    Raises
-    ------
-    ValueError
-        No part tables; a part is missing (named, with the command that makes it); two parts
-        list the same input (both named: parts of different splits); or the parts do not
-        cover exactly the inputs (some named). Nothing is written or removed then.
-    """
-    root, out_dir = Path(inputs), Path(output)
-    tables = part_tables(out_dir)
-    if not tables:
-        raise ValueError(f"{out_dir}: no part tables (results.partI.csv) to merge; run "
-                         "'brainseg segment IN OUT --part I/N' for every part first")
-    items = list(items) if items is not None else list_inputs(root, exclude=out_dir)
-    records: dict[int, dict[str, Any]] = {}
-    for i, path in tables.items():
-        try:
-            data = json.loads(path.with_name(path.name + SIDECAR_SUFFIX).read_text("utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and isinstance(data.get("part"), dict):
-            records[i] = data
-    counts = sorted({int(r["part"].get("of", 0)) for r in records.values()})
-    if len(counts) > 1:
-        raise ValueError(f"{out_dir}: the part tables come from different splits (N = "
-                         f"{', '.join(map(str, counts))}); delete the stale results.part*.csv "
-                         "files and run the parts of one split again")
-    if counts:
-        n = max(counts[0], max(tables))
-        missing = [i for i in range(1, n + 1) if i not in tables]
-        if missing:
-            names = ", ".join(f"{i}/{n}" for i in missing)
-            raise ValueError(f"{out_dir}: part{'s' if len(missing) > 1 else ''} {names} "
-                             f"missing (no results.part{missing[0]}.csv); run 'brainseg "
-                             f"segment {root} {out_dir} --part {missing[0]}/{n}' (and any other "
-                             "missing part) with the same options, then merge again")
-    rows: dict[str, dict[str, str]] = {}
-    where: dict[str, int] = {}
-    for i, path in tables.items():
-        with open(path, newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                name = row.get("file", "")
-                if name in where:
-                    raise ValueError(f"{out_dir}: {name} is in both results.part{where[name]}"
-                                     f".csv and results.part{i}.csv, so the parts overlap "
-                                     "(runs with different N?); delete the stale part tables "
-                                     "and run the parts of one split again")
-                rows[name], where[name] = row, i
-    order = [_text(src) for src, _ in items]
-    absent = [name for name in order if name not in rows]
-    extra = [name for name in rows if name not in set(order)]
-    if absent or extra:
-        def few(names: list[str]) -> str:
-            return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3
-                                           else "")
-        problem = (f"{len(absent)} input(s) are in no part table ({few(absent)})" if absent
-                   else "")
-        if extra:
-            problem += ("; " if problem else "") + (
-                f"the part tables list {len(extra)} file(s) that are not inputs of {root} "
-                f"({few(extra)}; were the parts run on another folder or spelling of it?)")
-        raise ValueError(f"{out_dir}: cannot merge: {problem}. Run the missing parts, or "
-                         "delete the results.part*.csv files and segment again")
-    merged = [rows[name] for name in order]
-    _write_rows(out_dir / "results.csv", merged)
-    if records:
-        rec = dict(next(iter(records.values())))
-        rec.pop("part", None)
-        _write_provenance(out_dir / f"results.csv{SIDECAR_SUFFIX}", rec)
-    for path in tables.values():
-        for p in (path, path.with_name(path.name + SIDECAR_SUFFIX)):
-            p.unlink(missing_ok=True)
-    return merged
 
 
 def run_record(predictor: Predictor | None, **options: Any) -> dict[str, Any]:
@@ -564,28 +256,6 @@ def run_record(predictor: Predictor | None, **options: Any) -> dict[str, Any]:
     if hasattr(predictor, "record"):
         return predictor.record(**opts)  # type: ignore[union-attr]
     return provenance.record(options=opts)
-
-
-def _write_provenance(path: Path, rec: dict[str, Any]) -> None:
-    """Write a provenance file unless a user's file has that name (then say so, once)."""
-    try:
-        if provenance.write_json(path, rec) is None:
-            log.warning("%s exists and was not written by napari-brainseg; left as it is, so "
-                        "this run's provenance is not recorded there", path)
-    except OSError as exc:  # a full disk must not stop the batch (results.csv says more)
-        log.info("%s not written: %s", path, exc.strerror or exc)
-
-
-def _try_write_csv(path: Path, results: Sequence[FileResult]) -> None:
-    """Update the table, or log why not.
-
-    A full disk must not stop the batch: the next update, or the caller's final
-    :func:`write_results_csv`, tries again.
-    """
-    try:
-        write_results_csv(path, results)
-    except OSError as exc:
-        log.info("%s not updated: %s", path, exc.strerror or exc)
 
 
 def _segment_series(src: Path, dest: Path, images: list[Volume], predictor: Predictor,
@@ -705,7 +375,7 @@ def _segment_loaded(src: Path, dest: Path, vols: list[Volume], gt: np.ndarray | 
         write_labels(dest, mask, like=image, spacing=image.spacing,
                      description=provenance.nifti_description(rec) if rec else None)
         if rec:
-            _write_provenance(provenance.sidecar_path(dest), rec)
+            write_provenance(provenance.sidecar_path(dest), rec)
         if overlay is not None:
             write_overlay(overlay, image.data, [(mask, RED)])
         if seg_dest is not None:

@@ -129,7 +129,7 @@ def test_a_prediction_reopens_is_corrected_on_save_and_becomes_a_training_pair(
     import imageio.v3 as iio
 
     from napari_brainseg._widgets import TrainWidget
-    from napari_brainseg.batch import corrected_pairs
+    from napari_brainseg.batch_inputs import corrected_pairs
     from napari_brainseg.io import find_pairs
     from napari_brainseg.provenance import is_corrected, record, write_sidecar
 

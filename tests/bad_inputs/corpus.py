@@ -896,16 +896,16 @@ def _empty_masks(c: Ctx) -> list[str]:
 
 
 def _csv_full_disk(c: Ctx) -> list[str]:
-    from napari_brainseg import batch
+    from napari_brainseg import results_table
 
-    real = batch.atomic_write
+    real = results_table.atomic_write
 
     def write(path, fn):
         if Path(path).name == "results.csv":
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real(path, fn)
 
-    c.monkeypatch.setattr(batch, "atomic_write", write)
+    c.monkeypatch.setattr(results_table, "atomic_write", write)
     return [str(_pairs(c.d)), str(c.out()), "--model", str(c.model), "-q"]
 
 

@@ -470,7 +470,8 @@ class BatchSegmentWidget(_WorkerWidget):
                      self.slice_progress, status, self.table])
 
     def _batch_job(self) -> Any:
-        from napari_brainseg.batch import iter_segment_folder, list_inputs
+        from napari_brainseg.batch import iter_segment_folder
+        from napari_brainseg.batch_inputs import list_inputs
         from napari_brainseg.predict import Predictor
 
         src, dst = Path(str(self.input.value)), Path(str(self.output.value))

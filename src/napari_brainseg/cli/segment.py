@@ -12,21 +12,19 @@ from ._common import _err
 def _cmd_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from napari_brainseg.batch import (
-        check_output_folder,
-        iter_segment_folder,
-        list_inputs,
-        parse_part,
-        part_tables,
-        results_csv_name,
-        select_part,
-        summarise,
-        write_results_csv,
-    )
+    from napari_brainseg.batch import check_output_folder, iter_segment_folder, summarise
+    from napari_brainseg.batch_inputs import list_inputs
     from napari_brainseg.io import ReadError
     from napari_brainseg.model import CheckpointError
     from napari_brainseg.naming import PREDICTION_SUFFIX, suffix_of
     from napari_brainseg.predict import Predictor, SegmentOptions
+    from napari_brainseg.results_table import (
+        parse_part,
+        part_tables,
+        results_csv_name,
+        select_part,
+        write_results_csv,
+    )
 
     out = Path(args.output)
     try:
@@ -164,8 +162,8 @@ def _only_outputs(folder: Path) -> str:
 
 def _merge_parts(args: argparse.Namespace) -> int:
     """``segment --merge`` (or a plain run finding part tables): one results.csv from the parts."""
-    from napari_brainseg.batch import merge_parts, part_tables
     from napari_brainseg.io import ReadError
+    from napari_brainseg.results_table import merge_parts, part_tables
 
     out = Path(args.output)
     n_parts = len(part_tables(out))

@@ -126,7 +126,7 @@ def _corrected_samples(scans: str, results: str) -> list[Any]:
     Says how many predictions were taken and how many skipped (not marked corrected, or no scan
     of that name in SCANS).
     """
-    from napari_brainseg.batch import corrected_pairs
+    from napari_brainseg.batch_inputs import corrected_pairs
     from napari_brainseg.data import samples_from_pairs
     from napari_brainseg.io import Pair, ReadError
 
