@@ -59,3 +59,14 @@ def test_reader_adapter_loads_no_torch():
 def test_writer_adapter_loads_no_torch():
     mods = _modules_after("from napari_brainseg._writer import write_labels_layer")
     assert "torch" not in mods
+
+
+def test_segment_merge_loads_no_torch(tmp_path):
+    """Merging the part tables of a split run only reads and writes tables: no model, no torch."""
+    mods = _modules_after(
+        "import contextlib, io\nfrom napari_brainseg.cli import main\n"
+        "with contextlib.redirect_stderr(io.StringIO()):\n"
+        f"    assert main(['segment', {str(tmp_path)!r}, {str(tmp_path / 'out')!r},"
+        " '--merge']) == 2"
+    )
+    assert "torch" not in mods

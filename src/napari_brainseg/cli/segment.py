@@ -10,21 +10,7 @@ from ._common import _err
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from napari_brainseg.batch import check_output_folder, iter_segment_folder, summarise
-    from napari_brainseg.batch_inputs import list_inputs
-    from napari_brainseg.io import ReadError
-    from napari_brainseg.model import CheckpointError
-    from napari_brainseg.naming import PREDICTION_SUFFIX, suffix_of
-    from napari_brainseg.predict import Predictor, SegmentOptions
-    from napari_brainseg.results_table import (
-        parse_part,
-        part_tables,
-        results_csv_name,
-        select_part,
-        write_results_csv,
-    )
+    from napari_brainseg.results_table import parse_part, part_tables
 
     out = Path(args.output)
     try:
@@ -36,7 +22,17 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         _err("--merge combines the parts' tables after all --part runs: give one or the other")
         return 2
     if args.merge or (part is None and part_tables(out)):
-        return _merge_parts(args)
+        return _merge_parts(args)  # torch-free: merging tables loads no model
+    from tqdm import tqdm
+
+    from napari_brainseg.batch import check_output_folder, iter_segment_folder, summarise
+    from napari_brainseg.batch_inputs import list_inputs
+    from napari_brainseg.io import ReadError
+    from napari_brainseg.model import CheckpointError
+    from napari_brainseg.naming import PREDICTION_SUFFIX, suffix_of
+    from napari_brainseg.predict import Predictor, SegmentOptions
+    from napari_brainseg.results_table import results_csv_name, select_part, write_results_csv
+
     if out.exists() and not out.is_dir():
         _err(f"{out}: is a file; OUTPUT must be a folder (masks and results.csv go inside it)")
         return 2
