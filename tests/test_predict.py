@@ -221,6 +221,23 @@ def test_output_folder_inside_the_input_is_never_segmented_again(tiny_model, tmp
     assert not list((tmp_path / "in").rglob("*_pred_pred*"))
 
 
+@pytest.mark.parametrize("output", [".", ".."], ids=["output-is-input", "output-holds-input"])
+def test_masks_can_go_beside_the_scans(tiny_model, tmp_path, output):
+    # OUTPUT = INPUT (or a folder holding it) used to exclude every scan: "no scans found"
+    write_sample_folder(tmp_path / "in", n=2, shape=(64, 64))
+    src = tmp_path / "in" / "images"
+    out = (src / output).resolve()
+    args = ["segment", str(src), str(out), "--model", str(tiny_model), "-q", "--overlays"]
+    assert main(args) == 0
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert main(args) == 0  # the re-run skips both and segments no prediction or overlay
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["status"] for r in rows] == ["skipped", "skipped"]
+    assert len(list(out.rglob("*_pred.png"))) == 2
+    assert not list(tmp_path.rglob("*_pred_pred*")) and not list(tmp_path.rglob("*overlay_pred*"))
+
+
 def test_a_fixed_pixel_size_model_gets_slices_resampled_and_answers_on_their_grid(tiny_model):
     pred = Predictor.from_checkpoint(tiny_model)
     assert pred.pixel_mm is None  # a user's model sees slices as they are

@@ -29,12 +29,16 @@ def list_inputs(path: str | Path,
 
     A file is itself; a folder is searched recursively for images (masks by the pairing convention
     are used as ground truth, never segmented) and DICOM series (one input per folder). Anything
-    under ``exclude`` (the run's output folder, when it lies inside the input folder) is left out,
-    so a re-run never segments its own outputs.
+    under ``exclude`` (the run's output folder, when it lies strictly inside the input folder) is
+    left out, so a re-run never segments its own outputs. An output folder that is the input
+    folder itself (or holds it) excludes nothing: the outputs' names (``NAME_pred``, overlays)
+    already keep them out.
     """
     path = Path(path)
     if exclude is not None and path.is_dir():
-        ex = Path(exclude).resolve()
+        ex, root = Path(exclude).resolve(), path.resolve()
+        if ex == root or not ex.is_relative_to(root):
+            return list_inputs(path)
         return [(src, gt) for src, gt in list_inputs(path)
                 if not src.resolve().is_relative_to(ex)]
     if path.is_file():
