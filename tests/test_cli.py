@@ -61,7 +61,42 @@ def test_skull_strip_folder_continues_past_bad_files(tmp_path, capsys):
     assert code == 1
     err = capsys.readouterr().err
     assert "broken.png" in err and "1 of 4" in err
-    assert len(list((tmp_path / "out").glob("*_brain_mask.png"))) == 3
+    # sub-folders are mirrored, as for predictions: images/NAME -> out/images/NAME_brain_mask
+    assert len(list((tmp_path / "out" / "images").glob("*_brain_mask.png"))) == 3
+
+
+def test_skull_strip_folder_gives_scans_of_one_name_in_two_folders_a_mask_each(tmp_path, capsys):
+    import imageio.v3 as iio
+
+    from napari_brainseg.synthetic import make_phantom
+
+    for k, patient in enumerate(["p01", "p02"]):  # the usual layout: one folder per patient
+        (tmp_path / "in" / patient).mkdir(parents=True)
+        img = make_phantom((96, 96), "none", seed=k, skull=True).image
+        iio.imwrite(tmp_path / "in" / patient / "t1.png", np.clip(img, 0, 255).astype(np.uint8))
+    args = ["skull-strip", str(tmp_path / "in"), str(tmp_path / "out"), "--method", "classical",
+            "-q"]
+    assert main(args) == 0
+    masks = sorted(p.relative_to(tmp_path / "out").as_posix()
+                   for p in (tmp_path / "out").rglob("*.png"))
+    assert masks == ["p01/t1_brain_mask.png", "p02/t1_brain_mask.png"]  # was one, p02 skipped
+    assert "exists" not in capsys.readouterr().out
+
+
+def test_skull_strip_rerun_into_the_scans_folder_leaves_its_stripped_images_alone(tmp_path,
+                                                                                 capsys):
+    assert main(["sample-data", str(tmp_path / "in"), "--n", "2", "--size", "96x96",
+                 "--skull"]) == 0
+    images = tmp_path / "in" / "images"
+    args = ["skull-strip", str(images), str(images), "--masked", "--method", "classical", "-q"]
+    assert main(args) == 0
+    before = sorted(p.name for p in images.iterdir())
+    assert len(before) == 6  # 2 scans, 2 masks, 2 stripped images
+    capsys.readouterr()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert sorted(p.name for p in images.iterdir()) == before  # no NAME_brain_stripped_brain_mask
+    assert out.count("the skull-stripped image of") == 2 and out.count("exists") == 2
 
 
 def test_skull_strip_never_overwrites_without_flag(tmp_path, capsys):

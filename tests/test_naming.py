@@ -85,6 +85,23 @@ def test_brain_mask_names(tmp_path):
         "h_brain_mask.nii.gz"
     assert naming.brain_mask_path(tmp_path, "h", tmp_path / "h.png", 2).name == "h_brain_mask.png"
     assert naming.brain_mask_path(tmp_path, "h", tmp_path / "h.tif", 3).name == "h_brain_mask.tif"
+    # a folder run mirrors the input's sub-folders; a DICOM series given itself has none
+    mask = naming.brain_mask_path(tmp_path / "o", "t1", tmp_path / "in" / "p1" / "t1.nii", 3,
+                                  root=tmp_path / "in")
+    assert mask == tmp_path / "o" / "p1" / "t1_brain_mask.nii.gz"
+    assert naming.brain_mask_path(tmp_path / "o", "h", tmp_path / "dicom", 3,
+                                  root=tmp_path / "dicom") == tmp_path / "o" / "h_brain_mask.nii.gz"
+
+
+@pytest.mark.parametrize(("path", "scan", "expected"), [
+    ("in/t1_brain_stripped.nii.gz", "in/t1.nii.gz", True),
+    ("in/t1_brain_stripped.tif", "in/t1.png", True),
+    ("other/t1_brain_stripped.nii.gz", "in/t1.nii.gz", False),  # another folder
+    ("in/t1_stripped.nii.gz", "in/t1.nii.gz", False),
+    ("in/t1.nii.gz", "in/t1.nii.gz", False),
+])
+def test_a_stripped_image_beside_its_scan_is_recognised(tmp_path, path, scan, expected):
+    assert naming.is_stripped_image_of(tmp_path / path, tmp_path / scan) is expected
 
 
 def test_the_naming_table_needs_no_numpy_torch_or_napari():

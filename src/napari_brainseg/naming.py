@@ -21,8 +21,8 @@ provenance sidecar        ``FILE.json`` beside ``FILE``                every mas
                           (``NAME_pred.nii.gz.json``, ``results.csv``  ``results.csv``; a
                           ``.json``)                                   corrected prediction's
                                                                        says ``"corrected"``
-brain mask                ``NAME_brain_mask.nii.gz`` / ``.png`` /      ``brainseg skull-strip``;
-                          ``.tif``                                     Labels "NAME brain mask"
+brain mask                ``OUT/<sub-folders>/NAME_brain_mask``        ``brainseg skull-strip``;
+                          ``.nii.gz`` / ``.png`` / ``.tif``            Labels "NAME brain mask"
 skull-stripped image      the brain mask's name with ``mask`` ->       ``skull-strip --masked``
                           ``stripped`` (``NAME_brain_stripped``)
 ground truth              ``NAME_mask.ext`` beside ``NAME.ext``, or    the user; Labels "NAME
@@ -294,11 +294,14 @@ def sidecar_path(path: str | Path) -> Path:
     return p.with_name(p.name + SIDECAR_SUFFIX)
 
 
-def brain_mask_path(out_dir: str | Path, name: str, source: str | Path, ndim: int) -> Path:
+def brain_mask_path(out_dir: str | Path, name: str, source: str | Path, ndim: int,
+                    root: str | Path | None = None) -> Path:
     """Where ``brainseg skull-strip`` writes the brain mask of ``source`` in a folder.
 
     ``NAME_brain_mask.nii.gz`` for NIfTI and DICOM inputs (the mask carries the scan's
-    geometry), ``.png`` for other 2D images, ``.tif`` for other volumes.
+    geometry), ``.png`` for other 2D images, ``.tif`` for other volumes. With ``root`` (the
+    folder the run was given), ``source``'s sub-folders below it are mirrored under ``out_dir``,
+    as for predictions: ``p01/t1.nii.gz`` and ``p02/t1.nii.gz`` get a mask each.
     """
     source = Path(source)
     suffix = suffix_of(source)
@@ -306,7 +309,26 @@ def brain_mask_path(out_dir: str | Path, name: str, source: str | Path, ndim: in
         ext = ".nii.gz"
     else:
         ext = ".png" if ndim == 2 else ".tif"
-    return Path(out_dir) / f"{name}{BRAIN_MASK_SUFFIX}{ext}"
+    rel = Path()
+    if root is not None:
+        try:
+            rel = source.parent.relative_to(root)
+        except ValueError:
+            pass
+    return Path(out_dir) / rel / f"{name}{BRAIN_MASK_SUFFIX}{ext}"
+
+
+def is_stripped_image_of(path: str | Path, scan: str | Path) -> bool:
+    """Whether ``path`` is the skull-stripped image of ``scan`` written beside it.
+
+    ``skull-strip --masked`` into the scans' own folder writes ``t1_brain_stripped.nii.gz``
+    beside ``t1.nii.gz``; a re-run must not take that output for another scan to strip.
+    """
+    path, scan = Path(path), Path(scan)
+    if path.parent != scan.parent or path == scan:
+        return False
+    name = scan.name if scan.is_dir() else stem(scan)
+    return stem(path) == stem(stripped_path(Path(f"{name}{BRAIN_MASK_SUFFIX}.nii.gz")))
 
 
 def stripped_path(mask_path: str | Path) -> Path:

@@ -62,7 +62,7 @@ def _cmd_skull_strip(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from napari_brainseg.io import ReadError, find_pairs, read, write_image, write_labels
-    from napari_brainseg.naming import brain_mask_path, stripped_path
+    from napari_brainseg.naming import brain_mask_path, is_stripped_image_of, stripped_path
     from napari_brainseg.skullstrip import apply_mask, iter_skull_strip
 
     src = Path(args.input)
@@ -72,6 +72,12 @@ def _cmd_skull_strip(args: argparse.Namespace) -> int:
     pairs = [] if src.is_file() else find_pairs(src)
     # a file, or a folder that is one DICOM series, else every image of the folder
     inputs = [p.image for p in pairs] or [src]
+    # --masked into the scans' own folder wrote NAME_brain_stripped beside NAME: an output of
+    # an earlier run, not another scan (stripping it again gave NAME_brain_stripped_brain_mask)
+    derived = {p: q for p in inputs for q in inputs if is_stripped_image_of(p, q)}
+    for p, q in derived.items():
+        print(f"{p}: skipped, the skull-stripped image of {q.name} (written by --masked)")
+    inputs = [p for p in inputs if p not in derived]
     single = len(inputs) == 1 and not Path(args.output).is_dir() and Path(args.output).suffix
     failed = 0
     params = ({"tightness": args.tightness, "erode_mm": args.erode_mm}
@@ -87,7 +93,8 @@ def _cmd_skull_strip(args: argparse.Namespace) -> int:
             if single:
                 out = Path(args.output)
             else:
-                out = brain_mask_path(args.output, vol.name, path, vol.ndim)
+                out = brain_mask_path(args.output, vol.name, path, vol.ndim,
+                                      root=src if src.is_dir() else None)
             outs = [out]
             if args.masked:
                 outs.append(stripped_path(out))
