@@ -785,7 +785,25 @@ CASES += [
          check=lambda c: _no_path(c.d / "tumour.png")),
     Case("sample-data-bad-size", "--size 12x", "sample-data",
          lambda c: [str(c.d / "sd"), "--size", "12x"], 2, "--size must look like"),
+    Case("sample-data-out-is-a-file", "sample-data OUT where OUT is an existing file",
+         "sample-data", lambda c: [str(_user_file(c.d / "notes.txt")), "--n", "1"], 2,
+         "notes.txt: is a file; OUT must be a folder",
+         check=lambda c: _user_file_kept(c.d / "notes.txt")),
+    Case("skull-strip-folder-to-a-file-name", "skull-strip FOLDER brain.png (a folder of scans, "
+         "a file name as OUTPUT)", "skull-strip",
+         lambda c: [str(_pairs(c.d, n=2)), str(c.d / "brain.png"), "--method", "classical",
+                    "-q"], 2, "brain.png: looks like a file name, but .* holds 2 scans",
+         check=lambda c: _no_path(c.d / "brain.png")),
 ]
+
+
+def _user_file(path: Path) -> Path:
+    path.write_text("user file")
+    return path
+
+
+def _user_file_kept(path: Path) -> None:
+    assert path.read_text() == "user file"
 
 
 # --------------------------------------------------------------------------- crafted checkpoints,

@@ -48,8 +48,15 @@ def _cmd_sample_data(args: argparse.Namespace) -> int:
     if len(shape) != 2 or min(shape) < 32 or max(shape) > 4096:
         _err(f"--size must look like 256x256 (each side 32 to 4096), got {args.size!r}")
         return 2
-    paths = write_sample_folder(Path(args.out), n=args.n, seed=args.seed, shape=shape,
-                                skull=args.skull)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        _err(f"{out}: is a file; OUT must be a folder (images/ and masks/ are created in it)")
+        return 2
+    try:
+        paths = write_sample_folder(out, n=args.n, seed=args.seed, shape=shape, skull=args.skull)
+    except OSError as exc:  # read-only folder, full disk, images/ is a file
+        _err(f"{exc.filename or out}: cannot write the phantoms there ({exc.strerror or exc})")
+        return 1
     print(f"wrote {len(paths)} phantom images and masks to {args.out}/images and "
           f"{args.out}/masks (seed {args.seed}, {shape[0]}x{shape[1]})")
     return 0
@@ -62,7 +69,12 @@ def _cmd_skull_strip(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from napari_brainseg.io import ReadError, find_pairs, read, write_image, write_labels
-    from napari_brainseg.naming import brain_mask_path, is_stripped_image_of, stripped_path
+    from napari_brainseg.naming import (
+        brain_mask_path,
+        is_stripped_image_of,
+        stripped_path,
+        suffix_of,
+    )
     from napari_brainseg.skullstrip import apply_mask, iter_skull_strip
 
     src = Path(args.input)
@@ -78,6 +90,12 @@ def _cmd_skull_strip(args: argparse.Namespace) -> int:
     for p, q in derived.items():
         print(f"{p}: skipped, the skull-stripped image of {q.name} (written by --masked)")
     inputs = [p for p in inputs if p not in derived]
+    dest = Path(args.output)
+    if len(inputs) > 1 and (dest.is_file() or (not dest.exists() and suffix_of(dest))):
+        what = "is a file" if dest.is_file() else "looks like a file name"
+        _err(f"{dest}: {what}, but {src} holds {len(inputs)} scans: give an output folder "
+             "(each scan's mask is named NAME_brain_mask inside it), e.g. masks/")
+        return 2
     single = len(inputs) == 1 and not Path(args.output).is_dir() and Path(args.output).suffix
     failed = 0
     params = ({"tightness": args.tightness, "erode_mm": args.erode_mm}
