@@ -66,7 +66,7 @@ def test_select_part_is_a_stable_partition(tmp_path):
     assert [s.name for s, _ in again] == ["a.png", "d.png"]
 
 
-def test_two_processes_equal_one_run(folder, tiny_model, tmp_path):
+def test_two_processes_equal_one_run(folder, tiny_model, tmp_path, capsys):
     plain, split = tmp_path / "plain", tmp_path / "split"
     common = ["--model", str(tiny_model), "--overlays", "-q"]
     assert main(["segment", str(folder), str(plain), *common]) == 0
@@ -82,6 +82,8 @@ def test_two_processes_equal_one_run(folder, tiny_model, tmp_path):
     assert (len(part1), len(part2)) == (3, 2)
     assert not {r["file"] for r in part1} & {r["file"] for r in part2}
     assert main(["segment", str(folder), str(split), "--merge"]) == 0
+    # an explicit --merge is not told to "run it again to segment": every scan was segmented
+    assert "segmented nothing" not in capsys.readouterr().out
     assert not list(split.glob("results.part*"))
     assert contents(split) == contents(plain)
     assert len(rows(split / "results.csv")) == 5
@@ -93,7 +95,8 @@ def test_plain_run_merges_parts_it_finds(folder, tiny_model, tmp_path, capsys):
         assert main(["segment", str(folder), str(out), "--model", str(tiny_model), "-q",
                      "--part", f"{i}/3"]) == 0
     assert main(["segment", str(folder), str(out), "--model", str(tiny_model), "-q"]) == 0
-    assert "merged 3 part tables" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "merged 3 part tables" in out_text and "segmented nothing" in out_text
     table = rows(out / "results.csv")
     assert [r["status"] for r in table] == ["ok"] * 5
     assert [r["file"] for r in table] == sorted(r["file"] for r in table)
@@ -117,6 +120,9 @@ def test_merge_refuses_missing_and_overlapping_parts(folder, tiny_model, tmp_pat
     err = capsys.readouterr().err
     assert "part 2/3 missing" in err and "--part 2/3" in err
     assert not (out / "results.csv").exists() and (out / "results.part1.csv").exists()
+    # a plain run finding the incomplete split also says how to start over in one run
+    assert main(seg) == 2
+    assert "delete " in capsys.readouterr().err and (out / "results.part1.csv").exists()
     # a stale table of another split: part 2 of 2 beside parts 1 and 3 of 3
     assert main([*seg, "--part", "2/2"]) == 0
     with pytest.raises(ValueError, match="different splits"):

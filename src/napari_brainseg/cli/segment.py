@@ -166,14 +166,19 @@ def _merge_parts(args: argparse.Namespace) -> int:
     try:
         rows = merge_parts(args.input, out)
     except (ValueError, ReadError, OSError) as exc:
-        found = "" if args.merge else (f"{out} holds the tables of a split run (--part), so this "
-                                       "run merges them first: ")
-        _err(f"{found}{exc}")
+        if args.merge:
+            _err(str(exc))
+        else:  # the user asked to segment: say how to leave the split run behind too
+            _err(f"{out} holds the tables of a split run (--part), so this run merges them "
+                 f"first: {exc}; or, to segment everything in one run instead, delete "
+                 f"{out / 'results.part*.csv'}")
         return 2
     counts = {s: sum(r.get("status") == s for r in rows) for s in ("ok", "skipped", "failed")}
+    # Only a plain run that found part tables needs telling that it segmented nothing.
+    note = "" if args.merge else (" (this run merged the parts' tables and segmented nothing; "
+                                  "run it again with --overwrite to redo every scan)")
     print(f"merged {n_parts} part tables into {out / 'results.csv'}: {counts['ok']} segmented, "
-          f"{counts['skipped']} skipped, {counts['failed']} failed (no scan segmented by this "
-          "command; run it again to segment, e.g. with --overwrite)")
+          f"{counts['skipped']} skipped, {counts['failed']} failed{note}")
     return 1 if counts["failed"] else 0
 
 
