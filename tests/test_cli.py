@@ -27,6 +27,27 @@ def test_sample_data_then_info(tmp_path, capsys):
     assert "shape=(3, 64, 80)" in out and "labels" in out
 
 
+def test_a_tilde_the_shell_left_alone_means_home(tmp_path, monkeypatch, capsys):
+    # "--model=~/unet.pt" and quoted "~/scans" reach the command unexpanded; they used to name
+    # a folder called "~" in the working folder ("unet.pt: no such checkpoint file")
+    from napari_brainseg.cli.parser import build_parser
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "home").mkdir()
+    assert main(["sample-data", "~/phantoms", "--n", "1", "--size", "64x64"]) == 0
+    assert len(list((tmp_path / "home" / "phantoms" / "images").iterdir())) == 1
+    assert not (tmp_path / "~").exists()
+    assert main(["info", "~/phantoms"]) == 0
+    args = build_parser().parse_args(["segment", "~/in", "~/out", "--model=~/unet.pt"])
+    assert [args.input, args.output, args.model] == [str(tmp_path / "home" / x)
+                                                     for x in ("in", "out", "unet.pt")]
+    args = build_parser().parse_args(["train", "d", "--out=~/m.pt", "--init=~/a.pt"])
+    home = tmp_path / "home"
+    assert (args.out, args.init) == (str(home / "m.pt"), str(home / "a.pt"))
+    assert build_parser().parse_args(["segment", "a", "b"]).model == "demo"
+
+
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "napari_brainseg.cli", "--help"],
                          capture_output=True, text=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -18,6 +19,15 @@ from .study import _cmd_study
 from .train import _cmd_train
 
 
+def _path(text: str) -> str:
+    """A path argument with a leading ``~`` expanded.
+
+    The shell expands ``~`` only at the start of a word: ``--model=~/unet.pt`` or a quoted
+    ``"~/scans"`` reach the command as they are, and would name a folder called ``~``.
+    """
+    return os.path.expanduser(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser (kept importable for documentation and tests)."""
     parser = argparse.ArgumentParser(
@@ -29,11 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("info", help="read files or folders and print what was found")
-    p.add_argument("paths", nargs="+", help="NIfTI, DICOM, .mat, PNG/TIFF files or folders")
+    p.add_argument("paths", nargs="+", type=_path,
+                   help="NIfTI, DICOM, .mat, PNG/TIFF files or folders")
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("sample-data", help="write a folder of synthetic phantoms with masks")
-    p.add_argument("out", help="output folder (images/ and masks/ are created in it)")
+    p.add_argument("out", type=_path, help="output folder (images/ and masks/ are created in it)")
     p.add_argument("--n", type=int, default=12, help="number of phantoms (default 12)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--size", default="256x256", help="HEIGHTxWIDTH in pixels (default 256x256)")
@@ -46,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "deepbet on volumes and the built-in 2D U-Net on single slices; "
                        "--method classical is thresholds and morphology. INPUT is a file or a "
                        "folder; OUTPUT a mask file (one input) or a folder.")
-    p.add_argument("input", help="scan file, DICOM series folder, or a folder of scans")
-    p.add_argument("output", help="mask file (e.g. brain.nii.gz) or output folder")
+    p.add_argument("input", type=_path, help="scan file, DICOM series folder, or a folder of scans")
+    p.add_argument("output", type=_path, help="mask file (e.g. brain.nii.gz) or output folder")
     p.add_argument("--masked", action="store_true", help="also write the skull-stripped image")
     p.add_argument("--mode", choices=["auto", "3d", "slices"], default="auto",
                    help="auto: 3D for volumes, 2D for slices; slices: each slice on its own "
@@ -71,12 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "segment DATA RESULTS' segmented, and the labels are the predictions in "
                        "RESULTS that were corrected in napari and saved (marked corrected in "
                        "their NAME_pred.ext.json); DATA's own masks are not used.")
-    p.add_argument("data", help="training folder (with --labels-from: the scans folder)")
-    p.add_argument("--labels-from", default=None, metavar="RESULTS_DIR",
+    p.add_argument("data", type=_path,
+                   help="training folder (with --labels-from: the scans folder)")
+    p.add_argument("--labels-from", default=None, metavar="RESULTS_DIR", type=_path,
                    help="train on the corrected predictions of this results folder, each paired "
                         "by name with its scan in DATA; predictions not marked corrected are "
                         "skipped and counted")
-    p.add_argument("--out", required=True, help="best-model checkpoint (e.g. model.pt)")
+    p.add_argument("--out", required=True, type=_path,
+                   help="best-model checkpoint (e.g. model.pt)")
     p.add_argument("--loss", default="dice+bce",
                    choices=LOSS_NAMES, help="training loss (default dice+bce)")
     p.add_argument("--alpha", type=float, default=None,
@@ -95,8 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "changes during training")
     p.add_argument("--patience", type=int, default=10, help="early stopping (0: never)")
     p.add_argument("--base-filters", type=int, default=16, help="U-Net width (study: 16)")
-    p.add_argument("--init", default=None, help="fine-tune from this checkpoint")
-    p.add_argument("--resume", default=None, help="continue from a .last.pt checkpoint")
+    p.add_argument("--init", default=None, type=_path, help="fine-tune from this checkpoint")
+    p.add_argument("--resume", default=None, type=_path,
+                   help="continue from a .last.pt checkpoint")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out model and its .last.pt")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -110,9 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("segment", help="segment tumours in a scan or a folder of scans",
                        description="Writes OUTPUT/NAME_pred masks in the input's format "
                        "(NIfTI keeps the scan's affine) and OUTPUT/results.csv.")
-    p.add_argument("input", help="scan file, DICOM series folder, or a folder (recursive)")
-    p.add_argument("output", help="output folder")
-    p.add_argument("--model", default="demo",
+    p.add_argument("input", type=_path,
+                   help="scan file, DICOM series folder, or a folder (recursive)")
+    p.add_argument("output", type=_path, help="output folder")
+    p.add_argument("--model", default="demo", type=_path,
                    help="checkpoint file, or 'demo' for the built-in model (default; trained on "
                         "synthetic tumours in contrast-enhanced T1, see the README's model card)")
     p.add_argument("--skull-strip", action=argparse.BooleanOptionalAction, default=None,
@@ -163,8 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Repeats the published BCE-vs-Focal comparison on your data: "
                        "patient-grouped folds, tuning on inner splits, a report with statistics. "
                        "Run the same command again to resume.")
-    p.add_argument("data", help="training folder (pairing convention)")
-    p.add_argument("--out", required=True, help="study folder (report, per-fold files)")
+    p.add_argument("data", type=_path, help="training folder (pairing convention)")
+    p.add_argument("--out", required=True, type=_path,
+                   help="study folder (report, per-fold files)")
     p.add_argument("--losses", nargs="+", default=None,
                    help="losses to compare (default: bce focal dice tversky)")
     p.add_argument("--folds", type=int, default=None, help="outer folds (default 5)")
@@ -186,14 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="square training crops, pixels (default 256; quick preset 128)")
     p.add_argument("--base-filters", type=int, default=None,
                    help="U-Net width (default 16 as in the study; quick preset 8)")
-    p.add_argument("--groups", default=None, metavar="FILE.csv",
+    p.add_argument("--groups", default=None, metavar="FILE.csv", type=_path,
                    help="which patient each file belongs to: a CSV with the header "
                    "'file,patient' (file name or path relative to DATA); every file must be "
                    "listed (default: figshare PID, else one patient per file or volume)")
     p.add_argument("--group-by", default=None, metavar="REGEX",
                    help="the patient is the first group of REGEX searched in each file name, "
                    "e.g. '^(P\\d+)_' for P01_s3.png")
-    p.add_argument("--folds-file", default=None, metavar="cvind.mat",
+    p.add_argument("--folds-file", default=None, metavar="cvind.mat", type=_path,
                    help="take the outer folds from the figshare set's cvind.mat (one fold "
                    "number per numbered file 1.mat ... N.mat) instead of making them")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
