@@ -48,6 +48,17 @@ def test_a_tilde_the_shell_left_alone_means_home(tmp_path, monkeypatch, capsys):
     assert build_parser().parse_args(["segment", "a", "b"]).model == "demo"
 
 
+@pytest.mark.parametrize(("argv", "verbose"), [
+    (["info", "x"], False), (["-v", "info", "x"], True), (["info", "-v", "x"], True),
+    (["segment", "a", "b", "--verbose"], True),
+])
+def test_verbose_before_or_after_the_command(argv, verbose):
+    # "brainseg info -v x" was "unrecognized arguments: -v"
+    from napari_brainseg.cli.parser import build_parser
+
+    assert build_parser().parse_args(argv).verbose is verbose
+
+
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "napari_brainseg.cli", "--help"],
                          capture_output=True, text=True)
@@ -198,6 +209,11 @@ def test_every_option_in_help_says_what_it_does(command, capsys):
     bare = [a.option_strings[-1] for a in sub.choices[command]._actions
             if a.option_strings and not a.help]
     assert bare == [], f"options without help text: {bare}"
+    # an option with a default says what it is (flags and choices listed by argparse aside)
+    unstated = [a.option_strings[-1] for a in sub.choices[command]._actions
+                if a.option_strings and a.default not in (None, False, argparse.SUPPRESS)
+                and "default" not in a.help]
+    assert unstated == [], f"options whose help does not state their default: {unstated}"
 
 
 

@@ -93,10 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", default="dice+bce",
                    choices=LOSS_NAMES, help="training loss (default dice+bce)")
     p.add_argument("--alpha", type=float, default=None,
-                   help="focal: tumour weight (none = unweighted); tversky: FP weight (0.3)")
+                   help="focal: tumour weight (default none: unweighted); tversky: FP weight "
+                   "(default 0.3)")
     p.add_argument("--gamma", type=float, default=2.0, help="focal gamma (default 2)")
-    p.add_argument("--beta", type=float, default=None, help="tversky FN weight (1 - alpha)")
-    p.add_argument("--pos-weight", type=float, default=None, help="BCE tumour weight")
+    p.add_argument("--beta", type=float, default=None,
+                   help="tversky FN weight (default 1 - alpha)")
+    p.add_argument("--pos-weight", type=float, default=None,
+                   help="BCE tumour weight (default 1: unweighted)")
     p.add_argument("--epochs", type=int, default=30, help="maximum epochs (default 30)")
     p.add_argument("--batch-size", type=int, default=8, help="slices per batch (default 8)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
@@ -106,8 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="square training crops, pixels (default 256)")
     p.add_argument("--no-augment", action="store_true", help="no flips, rotations or intensity "
                    "changes during training")
-    p.add_argument("--patience", type=int, default=10, help="early stopping (0: never)")
-    p.add_argument("--base-filters", type=int, default=16, help="U-Net width (study: 16)")
+    p.add_argument("--patience", type=int, default=10,
+                   help="stop after this many epochs without a better validation Dice or loss "
+                   "(default 10; 0: never)")
+    p.add_argument("--base-filters", type=int, default=16,
+                   help="U-Net width (default 16, as in the study)")
     p.add_argument("--init", default=None, type=_path, help="fine-tune from this checkpoint")
     p.add_argument("--resume", default=None, type=_path,
                    help="continue from a .last.pt checkpoint")
@@ -151,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", choices=["all", "largest"], default="all",
                    help="all tumour components, or only the largest (3D for volumes; default all)")
     p.add_argument("--axis", type=int, default=0, choices=[0, 1, 2],
-                   help="slice volumes along this axis (0: axial in display orientation)")
+                   help="slice volumes along this axis (default 0: axial in display orientation)")
     p.add_argument("--batch-size", type=int, default=8,
                    help="slices per forward pass (default 8; a CPU runs one at a time)")
     p.add_argument("--overlays", action="store_true", help="also write OUTPUT/overlays/*.png")
@@ -217,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU preset for trying it out: bce vs focal, width 8, 30 epochs, 128 px")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_study)
+    for command in sub.choices.values():  # -v also after the command (brainseg info -v x)
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="log more detail")
     return parser
 
 
