@@ -71,6 +71,28 @@ def test_builtin_model_png_masks_and_never_over_a_users_file(tmp_path, capsys):
     assert json.loads(sidecar_path(masks[0]).read_text())["options"]["threshold"] == 0.7
 
 
+def test_a_masks_sidecar_says_whether_its_scan_was_skull_stripped(tiny_model, tmp_path,
+                                                                   monkeypatch):
+    # the default (auto: volumes yes, 2D slices no) used to be recorded as "skull_strip": null
+    import napari_brainseg.skullstrip as ss
+
+    def fake_strip(image, spacing, **kw):
+        yield 1, 1
+        return np.ones(np.shape(image), bool)
+
+    monkeypatch.setattr(ss, "iter_skull_strip", fake_strip)
+    _scan(tmp_path / "in")
+    write_sample_folder(tmp_path / "in", n=1, shape=(64, 64))
+    out = tmp_path / "out"
+    pred = Predictor.from_checkpoint(tiny_model)
+    results = drain(iter_segment_folder(tmp_path / "in", out, pred))
+    stripped = {r.output.name: json.loads(sidecar_path(r.output).read_text())["options"]
+                ["skull_strip"] for r in results}
+    assert stripped == {f"{PATIENT}_pred.nii.gz": True, "phantom_0000_meningioma_pred.png": False}
+    # the run's own record keeps the rule it was given
+    assert json.loads((out / "results.csv.json").read_text())["options"]["skull_strip"] is None
+
+
 def test_a_users_file_where_a_sidecar_goes_is_kept(tiny_model, tmp_path):
     src = _scan(tmp_path / "in")
     out = tmp_path / "out"

@@ -371,15 +371,21 @@ def _segment_loaded(src: Path, dest: Path, vols: list[Volume], gt: np.ndarray | 
     if seg_note:
         note = f"{note}; {seg_note}" if note else seg_note
 
+    file_rec = rec
+    if rec and "options" in rec and rec["options"].get("skull_strip", False) is None:
+        # "auto" is decided per scan (volumes stripped, 2D slices not): a mask's own record
+        # says what happened to it, so it can be traced without knowing the rule
+        file_rec = {**rec, "options": {**rec["options"], "skull_strip": res.brain is not None}}
+
     def save() -> None:
         write_labels(dest, mask, like=image, spacing=image.spacing,
-                     description=provenance.nifti_description(rec) if rec else None)
-        if rec:
-            write_provenance(provenance.sidecar_path(dest), rec)
+                     description=provenance.nifti_description(file_rec) if file_rec else None)
+        if file_rec:
+            write_provenance(provenance.sidecar_path(dest), file_rec)
         if overlay is not None:
             write_overlay(overlay, image.data, [(mask, RED)])
         if seg_dest is not None:
-            write_dicom_seg(mask, image, seg_dest, overwrite=True, provenance=rec)
+            write_dicom_seg(mask, image, seg_dest, overwrite=True, provenance=file_rec)
 
     return FileResult(src, "ok", dest, n, size, unit, time.perf_counter() - t0, note, dice,
                       counts, u_score, u_slice), save
