@@ -20,6 +20,25 @@ def test_info_reports_bad_file_and_exits_1(tmp_path, capsys):
     assert "bad.nii" in err and "Traceback" not in err
 
 
+def test_info_on_a_folder_of_volumes_lists_each_scan(tmp_path, capsys):
+    # the folder segment takes; info refused it ("is a volume; only folders of 2D slices...")
+    import nibabel as nib
+
+    from napari_brainseg.io import FolderOfVolumesError, read
+
+    for name, depth in (("a", 3), ("b", 4)):
+        nib.save(nib.Nifti1Image(np.zeros((8, 8, depth), np.float32), np.eye(4)),
+                 str(tmp_path / f"{name}.nii.gz"))
+    (tmp_path / "c.nii.gz").write_bytes(b"broken")
+    with pytest.raises(FolderOfVolumesError):  # the viewer's reader: no stack of volumes
+        read(tmp_path)
+    assert main(["info", str(tmp_path)]) == 1  # c.nii.gz is broken, and said so
+    out, err = capsys.readouterr()
+    assert f"{tmp_path}: 3 scans, each on its own" in out
+    assert "a.nii.gz: image 'a' shape=(3, 8, 8)" in out and "b.nii.gz: image 'b'" in out
+    assert "c.nii.gz" in err and "Traceback" not in err
+
+
 def test_sample_data_then_info(tmp_path, capsys):
     assert main(["sample-data", str(tmp_path / "s"), "--n", "3", "--size", "64x80"]) == 0
     assert main(["info", str(tmp_path / "s")]) == 0

@@ -65,7 +65,8 @@ from .volume import (
 __all__ = [
     "DICOM_SUFFIXES", "IMAGE_DIRS", "MASK_DIRS", "MASK_SUFFIX", "MAT_SUFFIXES", "MAX_VOXELS",
     "MIN_SIDE", "NIFTI_SUFFIXES", "RASTER_SUFFIXES", "SUPPORTED_SUFFIXES", "TUMOUR_TYPES",
-    "Pair", "ReadError", "Volume", "atomic_write", "can_read", "find_pairs", "is_supported_file",
+    "FolderOfVolumesError", "Pair", "ReadError", "Volume", "atomic_write", "can_read",
+    "find_pairs", "is_supported_file",
     "list_files",
     "mask_for", "read", "read_dicom", "read_mat", "read_nifti", "read_raster",
     "stem", "suffix_of", "to_grey", "write_image", "write_labels", "write_mat", "write_nifti",
@@ -235,6 +236,10 @@ def _read_with_mask(path: Path, with_mask: bool = True,
     return out
 
 
+class FolderOfVolumesError(ReadError):
+    """A folder holding several volumes, which opens as no single stack (read them one by one)."""
+
+
 def _read_folder(folder: Path) -> list[Volume]:
     files = list_files(folder)
     if not any(not p.name.startswith(".") for p in files):
@@ -253,7 +258,7 @@ def _read_folder(folder: Path) -> list[Volume]:
     for pair in pairs:
         vols = _read_with_mask(pair.image, mask_path=pair.mask)
         if vols[0].ndim != 2:
-            raise ReadError(
+            raise FolderOfVolumesError(
                 f"{folder.name}: {pair.image.name} is a volume; only folders of 2D slices open as "
                 "a stack. Open the volumes one by one."
             )

@@ -12,12 +12,22 @@ from ._common import _err
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from napari_brainseg.io import ReadError, read
+    from napari_brainseg.batch_inputs import list_inputs
+    from napari_brainseg.io import FolderOfVolumesError, ReadError, read
 
     failed = 0
-    for path in args.paths:
+    paths = list(args.paths)
+    while paths:
+        path = paths.pop(0)
         try:
             volumes = read(path)
+        except FolderOfVolumesError:
+            # a folder of volumes is no stack (the viewer opens it so), but the folder
+            # `segment` takes: list its scans one by one, as segment sees them
+            scans = [str(src) for src, _ in list_inputs(path)]
+            print(f"{path}: {len(scans)} scans, each on its own:")
+            paths[:0] = scans
+            continue
         except ReadError as exc:
             _err(str(exc))
             failed += 1
