@@ -134,6 +134,27 @@ def test_skull_strip_folder_gives_scans_of_one_name_in_two_folders_a_mask_each(t
     assert "exists" not in capsys.readouterr().out
 
 
+def test_skull_strip_folder_with_one_name_in_two_formats_writes_both(tmp_path, capsys):
+    # scan.png + scan.jpg both mapped to scan_brain_mask.png: the second was "skipped, exists"
+    import imageio.v3 as iio
+
+    from napari_brainseg.synthetic import make_phantom
+
+    (tmp_path / "in").mkdir()
+    img = np.clip(make_phantom((96, 96), "none", seed=0, skull=True).image, 0, 255)
+    for ext in ("png", "jpg"):
+        iio.imwrite(tmp_path / "in" / f"scan.{ext}", img.astype(np.uint8))
+    args = ["skull-strip", str(tmp_path / "in"), str(tmp_path / "in"), "--method", "classical",
+            "--masked", "-q"]
+    assert main(args) == 0
+    names = sorted(p.name for p in (tmp_path / "in").iterdir())
+    assert names == ["scan.jpg", "scan.png", "scan_jpg_brain_mask.png",
+                     "scan_jpg_brain_stripped.tif", "scan_png_brain_mask.png",
+                     "scan_png_brain_stripped.tif"]
+    assert main(args) == 0  # the re-run strips neither again, nor its stripped images
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == names
+
+
 def test_skull_strip_rerun_into_the_scans_folder_leaves_its_stripped_images_alone(tmp_path,
                                                                                  capsys):
     assert main(["sample-data", str(tmp_path / "in"), "--n", "2", "--size", "96x96",

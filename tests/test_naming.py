@@ -98,10 +98,20 @@ def test_brain_mask_names(tmp_path):
     ("in/t1_brain_stripped.tif", "in/t1.png", True),
     ("other/t1_brain_stripped.nii.gz", "in/t1.nii.gz", False),  # another folder
     ("in/t1_stripped.nii.gz", "in/t1.nii.gz", False),
+    ("in/scan_jpg_brain_stripped.tif", "in/scan.jpg", True),  # names qualified on a collision
+    ("in/scan_jpg_brain_stripped.tif", "in/scan.png", False),
     ("in/t1.nii.gz", "in/t1.nii.gz", False),
 ])
 def test_a_stripped_image_beside_its_scan_is_recognised(tmp_path, path, scan, expected):
     assert naming.is_stripped_image_of(tmp_path / path, tmp_path / scan) is expected
+
+
+def test_colliding_names_are_one_name_in_one_folder(tmp_path):
+    a, b, c, d = (tmp_path / "x" / "scan.png", tmp_path / "x" / "SCAN.jpg",
+                  tmp_path / "y" / "scan.png", tmp_path / "x" / "other.png")
+    assert naming.colliding_names([a, b, c, d]) == {a, b}
+    assert naming.brain_mask_path(tmp_path, "scan", b, 2, qualify=True).name == \
+        "scan_jpg_brain_mask.png"
 
 
 def test_the_naming_table_needs_no_numpy_torch_or_napari():

@@ -295,16 +295,22 @@ def sidecar_path(path: str | Path) -> Path:
 
 
 def brain_mask_path(out_dir: str | Path, name: str, source: str | Path, ndim: int,
-                    root: str | Path | None = None) -> Path:
+                    root: str | Path | None = None, qualify: bool = False) -> Path:
     """Where ``brainseg skull-strip`` writes the brain mask of ``source`` in a folder.
 
     ``NAME_brain_mask.nii.gz`` for NIfTI and DICOM inputs (the mask carries the scan's
     geometry), ``.png`` for other 2D images, ``.tif`` for other volumes. With ``root`` (the
     folder the run was given), ``source``'s sub-folders below it are mirrored under ``out_dir``,
-    as for predictions: ``p01/t1.nii.gz`` and ``p02/t1.nii.gz`` get a mask each.
+    as for predictions: ``p01/t1.nii.gz`` and ``p02/t1.nii.gz`` get a mask each. ``qualify``
+    adds the input's format to the name (``scan_jpg_brain_mask.png``), as for predictions, for
+    inputs whose plain names collide (``scan.png`` and ``scan.jpg``; see
+    :func:`colliding_names`).
     """
     source = Path(source)
     suffix = suffix_of(source)
+    if qualify:
+        kind = "dicom" if source.is_dir() else suffix.strip(".").replace(".", "_")
+        name = f"{name}_{kind or 'file'}"
     if suffix in NIFTI_SUFFIXES or source.is_dir() or suffix in (*DICOM_SUFFIXES, ""):
         ext = ".nii.gz"
     else:
@@ -318,6 +324,20 @@ def brain_mask_path(out_dir: str | Path, name: str, source: str | Path, ndim: in
     return Path(out_dir) / rel / f"{name}{BRAIN_MASK_SUFFIX}{ext}"
 
 
+def colliding_names(sources: Sequence[Path]) -> set[Path]:
+    """The inputs whose plain output names would collide: one name in one folder, other formats.
+
+    Compared without case (as on macOS and Windows), like :func:`prediction_paths`.
+    """
+    def key(p: Path) -> tuple[str, str]:
+        return str(p.parent).lower(), (p.name if p.is_dir() else stem(p)).lower()
+
+    seen: dict[tuple[str, str], int] = {}
+    for src in sources:
+        seen[key(src)] = seen.get(key(src), 0) + 1
+    return {src for src in sources if seen[key(src)] > 1}
+
+
 def is_stripped_image_of(path: str | Path, scan: str | Path) -> bool:
     """Whether ``path`` is the skull-stripped image of ``scan`` written beside it.
 
@@ -327,8 +347,10 @@ def is_stripped_image_of(path: str | Path, scan: str | Path) -> bool:
     path, scan = Path(path), Path(scan)
     if path.parent != scan.parent or path == scan:
         return False
-    name = scan.name if scan.is_dir() else stem(scan)
-    return stem(path) == stem(stripped_path(Path(f"{name}{BRAIN_MASK_SUFFIX}.nii.gz")))
+    mask = brain_mask_path(scan.parent, scan.name if scan.is_dir() else stem(scan), scan, 2)
+    qualified = brain_mask_path(scan.parent, stem(mask)[: -len(BRAIN_MASK_SUFFIX)], scan, 2,
+                                qualify=True)  # scan_png_brain_mask: see colliding_names
+    return stem(path) in {stem(stripped_path(m)) for m in (mask, qualified)}
 
 
 def stripped_path(mask_path: str | Path) -> Path:

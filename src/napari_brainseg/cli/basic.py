@@ -81,6 +81,7 @@ def _cmd_skull_strip(args: argparse.Namespace) -> int:
     from napari_brainseg.io import ReadError, find_pairs, read, write_image, write_labels
     from napari_brainseg.naming import (
         brain_mask_path,
+        colliding_names,
         is_stripped_image_of,
         stripped_path,
         suffix_of,
@@ -106,6 +107,7 @@ def _cmd_skull_strip(args: argparse.Namespace) -> int:
         _err(f"{dest}: {what}, but {src} holds {len(inputs)} scans: give an output folder "
              "(each scan's mask is named NAME_brain_mask inside it), e.g. masks/")
         return 2
+    collide = colliding_names(inputs)  # scan.png + scan.jpg: scan_png_brain_mask, ...
     single = len(inputs) == 1 and not Path(args.output).is_dir() and Path(args.output).suffix
     failed = 0
     params = ({"tightness": args.tightness, "erode_mm": args.erode_mm}
@@ -122,7 +124,8 @@ def _cmd_skull_strip(args: argparse.Namespace) -> int:
                 out = Path(args.output)
             else:
                 out = brain_mask_path(args.output, vol.name, path, vol.ndim,
-                                      root=src if src.is_dir() else None)
+                                      root=src if src.is_dir() else None,
+                                      qualify=path in collide)
             outs = [out]
             if args.masked:
                 outs.append(stripped_path(out))
