@@ -276,6 +276,32 @@ def test_components_that_do_not_enhance_are_dropped(tiny_model):
     assert pred.drop_unenhanced(mask, img, None)[1] == 0  # no brain mask: nothing to compare
 
 
+def test_an_already_stripped_volume_still_gets_the_enhancement_check(tiny_model, monkeypatch):
+    # segment stripped/ --no-skull-strip ran no enhancement check at all (no brain mask): a
+    # stripped healthy Colin27 got 25.6 cm³ of false tumour. Its foreground is the brain.
+    from napari_brainseg.predict import VolumeResult, foreground, segment_scan
+
+    vol = np.zeros((6, 60, 60), np.float32)  # background 0 around a stripped brain
+    vol[:, 5:55, 5:55] = 100.0  # white matter at 100
+    vol[:, 10:20, 10:20] = 120.0  # 1.2 x: not enhancing
+    vol[:, 30:40, 30:40] = 180.0  # 1.8 x: enhancing
+    marked = np.zeros(vol.shape, np.uint8)
+    marked[:, 10:20, 10:20] = marked[:, 30:40, 30:40] = 1
+
+    def fixed(*args, **kwargs):  # the model marks both blocks
+        yield 1, 1
+        return VolumeResult(marked.copy(), None, int(marked.sum()), float(marked.sum()), "mm3")
+
+    pred = Predictor.from_checkpoint(tiny_model)
+    pred.min_enhancement = 1.5  # as the built-in CE-T1 model
+    monkeypatch.setattr(pred, "iter_segment_volume", fixed)
+    res = segment_scan(pred, vol, (1.0, 1.0, 1.0), skull_strip=False)
+    assert res.dropped == 1 and res.mask[0, 15, 15] == 0 and res.mask[0, 35, 35] == 1
+    assert res.brain is None  # nothing was stripped here
+    assert foreground(np.ones((4, 4, 4))) is None  # no background: no brain to find this way
+    assert foreground(vol)[0, 5, 5] and not foreground(vol)[0, 0, 0]
+
+
 def test_segment_scan_strips_volumes_by_default_but_not_single_slices(tiny_model, monkeypatch):
     import napari_brainseg.skullstrip as ss
     from napari_brainseg.predict import iter_segment_scan, segment_scan

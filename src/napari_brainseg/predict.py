@@ -564,13 +564,32 @@ def iter_segment_scan(
             result: VolumeResult = stop.value
             break
         yield done0 + d, total
-    mask, dropped = predictor.drop_unenhanced(result.mask, image, brain)
+    check = brain
+    if check is None and image.ndim == 3:
+        # A volume not stripped here is one the user says is stripped already: its own
+        # foreground is the brain, so the enhancement check still runs (without it a stripped
+        # healthy Colin27 got 25.6 cm³ of false tumour; the tumour scans kept their Dice)
+        check = foreground(image)
+    mask, dropped = predictor.drop_unenhanced(result.mask, image, check)
     n, size, unit = tumour_size(mask, spacing)
     warning = None
-    if predictor.min_enhancement is not None and brain is not None:  # a CE-T1 model
-        warning = contrast_warning(image, brain, tuple(spacing) if spacing else None)
+    if predictor.min_enhancement is not None and check is not None:  # a CE-T1 model
+        warning = contrast_warning(image, check, tuple(spacing) if spacing else None)
     return ScanResult(mask, result.probability, n, size, unit, brain if stripped else None,
                       dropped, warning)
+
+
+def foreground(volume: np.ndarray) -> np.ndarray | None:
+    """The voxels of a skull-stripped volume above its background, holes filled: bool.
+
+    None when nothing is background (every voxel above the minimum, or none): the volume is
+    then not a stripped one and has no brain to find this way.
+    """
+    vol = np.asarray(volume)
+    fg = vol > vol.min()
+    if fg.all() or not fg.any():
+        return None
+    return ndi.binary_fill_holes(fg)
 
 
 def segment_scan(predictor: Predictor, image: np.ndarray,
