@@ -72,6 +72,11 @@ def test_2d_nifti_opens_as_slice(tmp_path):
     (vol,) = read(tmp_path / "s.nii")
     assert vol.data.shape == (30, 20)
     assert vol.spacing == pytest.approx((0.8, 0.5))
+    assert vol.has_geometry  # the header's pixel size is real: the model uses it, not a guess
+    img = nib.Nifti1Image(data, None)  # no sform, no qform
+    img.header["pixdim"][1] = np.nan  # and no usable voxel size: 1 x 1 placeholder pixels
+    nib.save(img, str(tmp_path / "nogeo.nii"))
+    assert not read(tmp_path / "nogeo.nii")[0].has_geometry
 
 
 def test_5d_nifti_is_refused(tmp_path):

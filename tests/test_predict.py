@@ -86,6 +86,21 @@ def test_tumour_size_units():
     m[1, 2:4, 2:4] = 1
     assert tumour_size(m, (2.0, 0.5, 0.5)) == (4, 2.0, "mm3")
     assert tumour_size(m[1], (0.5, 0.5)) == (4, 1.0, "mm2")
+    # No pixel size in the file (PNG, TIFF, .mat): a count, never pixels passed off as mm²
+    assert tumour_size(m[1], (1.0, 1.0), known=False) == (4, 4.0, "px")
+    assert tumour_size(m, (1.0, 1.0, 1.0), known=False) == (4, 4.0, "vox")
+
+
+def test_a_png_without_pixel_size_reports_pixels_not_mm2(tiny_model, tmp_path):
+    """A PNG has no pixel size: results.csv leaves the mm² column empty and counts pixels."""
+    img = make_phantom((64, 64), "glioma", seed=3, skull=False).image
+    iio.imwrite(tmp_path / "slice.png", (255 * img / img.max()).astype(np.uint8))
+    pred = Predictor.from_checkpoint(tiny_model)
+    (res,) = list(iter_segment_folder(tmp_path / "slice.png", tmp_path / "out", pred))
+    assert res.status == "ok" and res.unit == "px" and res.size_mm == res.voxels
+    (row,) = csv.DictReader((tmp_path / "out" / "results.csv").open(encoding="utf-8"))
+    assert row["tumour_area_mm2"] == "" and row["tumour_volume_mm3"] == ""
+    assert row["tumour_voxels"] == str(res.voxels)
 
 
 def test_options_validation():

@@ -130,7 +130,7 @@ def _skipped(src: Path, dest: Path) -> FileResult:
     except ReadError:
         return FileResult(src, "skipped", dest, error=f"{dest.name} is in the way and is not a "
                           "readable mask; kept (use overwrite to replace it)")
-    n, size, unit = tumour_size(vol.data, vol.spacing)
+    n, size, unit = tumour_size(vol.data, vol.spacing, known=vol.has_geometry)
     return FileResult(src, "skipped", dest, n, size, unit, 0.0,
                       "mask exists (use overwrite to redo)")
 

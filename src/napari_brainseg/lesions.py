@@ -1,4 +1,4 @@
-"""Tumour masks measured: size in mm² or mm³, the largest lesion and its centre (numpy only).
+"""Tumour masks measured: size (mm², mm³ or pixels), the largest lesion and its centre (numpy).
 
 Used by inference (:mod:`napari_brainseg.predict`), folder runs and the widgets, which can
 measure a mask without loading torch.
@@ -12,11 +12,23 @@ import numpy as np
 from scipy import ndimage as ndi
 
 
-def tumour_size(mask: np.ndarray, spacing: Sequence[float] | None = None) -> tuple[int, float, str]:
-    """Return ``(voxels, size, unit)``: area in mm² for a 2D mask, volume in mm³ for 3D."""
+def tumour_size(mask: np.ndarray, spacing: Sequence[float] | None = None,
+                known: bool = True) -> tuple[int, float, str]:
+    """Return ``(voxels, size, unit)``: area in mm² for a 2D mask, volume in mm³ for 3D.
+
+    ``known=False`` says ``spacing`` is a placeholder (a PNG, JPEG, TIFF or .mat has no pixel
+    size): the size is then the count itself, in ``"px"`` (2D) or ``"vox"`` (3D), rather than
+    a count of pixels passed off as mm².
+    """
     n = int(np.count_nonzero(mask))
+    if not known:
+        return n, float(n), "px" if mask.ndim == 2 else "vox"
     sp = [1.0] * mask.ndim if spacing is None else [float(s) for s in spacing]
     return n, n * float(np.prod(sp)), "mm2" if mask.ndim == 2 else "mm3"
+
+
+#: How each unit of :func:`tumour_size` reads on screen.
+UNIT_TEXT = {"mm2": "mm²", "mm3": "mm³", "px": "pixels", "vox": "voxels", "": ""}
 
 
 def largest_lesion_centre(mask: np.ndarray) -> tuple[int, ...] | None:

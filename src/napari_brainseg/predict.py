@@ -433,7 +433,7 @@ class Predictor:
             yield 0, 1
             res = self.segment_slice(volume, spacing, brain_mask, geometry_known)
             yield 1, 1
-            n, size, unit = tumour_size(res.mask, spacing)
+            n, size, unit = tumour_size(res.mask, spacing, known=geometry_known)
             return VolumeResult(res.mask, res.probability if keep_probability else None, n,
                                 size, unit)
         if volume.ndim != 3:
@@ -465,7 +465,7 @@ class Predictor:
             yield idx[-1] + 1, total
         if self.options.keep == "largest":
             mask = largest_component(mask).astype(np.uint8)
-        n, size, unit = tumour_size(mask, sp3)
+        n, size, unit = tumour_size(mask, sp3, known=geometry_known)
         return VolumeResult(mask, prob_out, n, size, unit)
 
     def segment_volume(self, volume: np.ndarray, spacing: Sequence[float] | None = None,
@@ -571,7 +571,7 @@ def iter_segment_scan(
         # healthy Colin27 got 25.6 cm³ of false tumour; the tumour scans kept their Dice)
         check = foreground(image)
     mask, dropped = predictor.drop_unenhanced(result.mask, image, check)
-    n, size, unit = tumour_size(mask, spacing)
+    n, size, unit = tumour_size(mask, spacing, known=geometry_known)
     warning = None
     if predictor.min_enhancement is not None and check is not None:  # a CE-T1 model
         warning = contrast_warning(image, check, tuple(spacing) if spacing else None)

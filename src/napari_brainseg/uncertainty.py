@@ -84,7 +84,8 @@ class UncertaintyResult:
     score : float
         The file's uncertain volume (mm³) or area (mm², 2D).
     unit : str
-        ``"mm3"`` or ``"mm2"``.
+        ``"mm3"`` or ``"mm2"``; ``"vox"`` or ``"px"`` when the pixel size is unknown (the
+        scores are then counts).
     features : np.ndarray or None
         ``(n_slices, C)`` float32 bottleneck features of each slice (:func:`encoder_features`)
         when asked for with ``features=True``, else None.
@@ -236,7 +237,9 @@ def iter_uncertainty(
         yield idx[-1] + 1, total
     umap = out[0] if image.ndim == 2 else np.moveaxis(out, 0, axis)
     score = float(scores.sum()) * thick
-    return UncertaintyResult(umap, scores, score, "mm2" if image.ndim == 2 else "mm3",
+    unit = ("mm2" if image.ndim == 2 else "mm3") if geometry_known else (
+        "px" if image.ndim == 2 else "vox")  # placeholder 1 mm pixels: a count, not mm
+    return UncertaintyResult(umap, scores, score, unit,
                              np.concatenate(feats) if features else None)
 
 

@@ -21,6 +21,7 @@ from qtpy.QtWidgets import QAbstractItemView, QStyledItemDelegate
 
 from napari_brainseg import _writer
 from napari_brainseg._reader import prediction_colormap
+from napari_brainseg.lesions import UNIT_TEXT
 
 from ._base import _grey_data, _layer_scale, _WorkerWidget
 from .train import RECENT_MODELS
@@ -144,19 +145,22 @@ class SegmentWidget(_WorkerWidget):
         name, meta, full_scale = layer.name, dict(layer.metadata), layer.scale
         affine = meta.get("affine")
         affine = np.asarray(affine) if affine is not None else None
+        # Real geometry: an affine from the file, or a scale someone set (a PNG's layer has
+        # 1 x 1 placeholder pixels: the model then guesses the pixel size, sizes are pixels).
+        known = affine is not None or any(float(v) != 1.0 for v in scale)
 
         def job() -> Any:
             from napari_brainseg.metrics import lesion_table
 
             result = yield from iter_segment_scan(
-                predictor, data, scale, affine=affine, geometry_known=affine is not None,
+                predictor, data, scale, affine=affine, geometry_known=known,
                 brain_mask=brain, skull_strip=skull, axis=axis, keep_probability=True)
             unc = None
             if want_uncertainty:
                 from napari_brainseg.uncertainty import iter_uncertainty
 
                 unc = yield from iter_uncertainty(
-                    predictor, data, scale, axis=axis, geometry_known=affine is not None,
+                    predictor, data, scale, axis=axis, geometry_known=known,
                     brain_mask=brain if brain is not None else result.brain,
                     features=data.ndim == 3)  # for the diverse review order
             return result, lesion_table(result.mask, scale, result.probability), unc
@@ -190,12 +194,15 @@ class SegmentWidget(_WorkerWidget):
                 self.viewer.add_image(result.probability, name=f"{name} tumour probability",
                                       scale=full_scale, colormap="magma", blending="additive",
                                       contrast_limits=(0, 1), visible=False)
-            unit = "mm³" if result.unit == "mm3" else "mm²"
+            unit = UNIT_TEXT[result.unit]
             where = ""
             if result.mask.ndim == 3 and result.voxels:
                 where = f"; slice {viewer_slice(self.viewer)}"  # the largest lesion's centre
-            self.status.value = (f"tumour: {result.size_mm:,.0f} {unit}, "
-                                 f"{result.voxels:,} voxels{where}")
+            if result.unit in ("px", "vox"):  # no pixel size: the count is the size
+                self.status.value = f"tumour: {result.voxels:,} {unit}{where}"
+            else:
+                self.status.value = (f"tumour: {result.size_mm:,.0f} {unit}, "
+                                     f"{result.voxels:,} voxels{where}")
 
         return job(), done
 
@@ -543,8 +550,8 @@ class BatchSegmentWidget(_WorkerWidget):
         self._results.append(r)
         self.progress.max = total
         self.progress.value = done_n
-        size = f"{r.size_mm:,.1f} {'mm³' if r.unit == 'mm3' else 'mm²'}" if r.unit else ""
-        unit = "mm³" if r.unit == "mm3" else "mm²"
+        unit = UNIT_TEXT[r.unit]
+        size = f"{r.size_mm:,.1f} {unit}" if r.unit else ""
         unc = "" if r.uncertainty is None else f"{r.uncertainty:,.0f} {unit}"
         self._rows.append([r.source.name, r.status, size,
                            "" if r.dice is None else f"{r.dice:.3f}", unc, f"{r.seconds:.2f}",

@@ -133,7 +133,10 @@ def read_nifti(path: Path, kind: Literal["image", "labels"] = "image") -> Volume
         kind=kind,
         name=stem(path),
         source=path,
-        metadata={"native": native_meta, "format": "nifti"},
+        # A 2D slice has no 3D display affine, but its pixel size is the header's: real geometry
+        # (Volume.has_geometry), so the model and the sizes use it rather than a guess.
+        metadata={"native": native_meta, "format": "nifti",
+                  **({"pixel_spacing": True} if geometry and arr.ndim == 2 else {})},
         warnings=tuple(warnings),
     )
 
