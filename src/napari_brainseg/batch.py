@@ -291,12 +291,28 @@ def _scan_of(vols: list[Volume], src: Path) -> Volume:
     """The image among what was read; a mask or prediction given as input is a clear error."""
     for v in vols:
         if v.kind == "image":
+            if _two_valued(v.data):
+                raise ReadError(
+                    f"{src.name}: holds only two values, 0 and {float(v.data.max()):g}: a mask, "
+                    "not a scan, so it was not segmented. Name a tumour mask NAME_mask beside "
+                    "its scan NAME (then it is the scan's ground truth) and a brain mask "
+                    "NAME_brain_mask, or move it out of the input folder.")
             return v
     if is_prediction(src):
         raise ReadError(f"{src.name}: this is a prediction of this package (labels), not a "
                         "scan; give the scan itself.")
     raise ReadError(f"{src.name}: this is a mask (labels), not a scan; give the scan itself "
                     "(its mask is found by the pairing convention).")
+
+
+def _two_valued(data: np.ndarray) -> bool:
+    """Whether an image holds 0 and one other value only (a binary mask under a scan's name).
+
+    No MRI does: even a skull-stripped one has many intensities inside the brain.
+    """
+    nonzero = data[data != 0]
+    return nonzero.size > 0 and bool((nonzero == nonzero.flat[0]).all()) and \
+        nonzero.size < data.size
 
 
 def _ground_truth(truth: Path | None, src: Path) -> tuple[np.ndarray | None, str]:

@@ -1231,6 +1231,13 @@ def sagittal_slice(d):
     return _nifti(d / "sagittal.nii.gz", _phantom_volume((1, 30, 40)))
 
 
+def brainmask_as_scan(d):
+    """A reference brain mask (0/1) named like a scan: itk_t1_head_brainmask.nii.gz."""
+    m = np.zeros((24, 24, 12), np.float32)
+    m[6:18, 6:18, 3:9] = 1.0
+    return _nifti(d / "head_brainmask.nii.gz", m)
+
+
 def complex_nifti(d):
     data = _phantom_volume() * np.exp(1j * 0.5)
     return _nifti(d / "complex.nii.gz", data.astype(np.complex64))
@@ -1549,6 +1556,8 @@ CASES += [
     Case("segment-sagittal-slice", "one sagittal slice (1, Y, Z) is segmented as one 2D image",
          "segment", _segment(sagittal_slice), 0, "1 segmented",
          check=_sagittal_segmented_as_2d),
+    Case("segment-binary-scan", "a 0/1 brain mask named like a scan is refused, not segmented",
+         "segment", _segment(brainmask_as_scan), 1, r"holds only two values, 0 and 1: a mask"),
     Case("segment-complex", "complex NIfTI: segment says it used the magnitude", "segment",
          _segment(complex_nifti), 0, "warning: complex.nii.gz: complex values"),
     Case("segment-little-memory", "a scan needing more memory than is free (simulated 60 MiB)",
