@@ -199,8 +199,8 @@ def test_dropout_sampling_runs_torch():
 def test_mixed_precision_masks_match_fp32(precision):
     """The GPU's mixed-precision path, run on a CPU: built-in model, masks agree (Dice >= 0.999)."""
     fp32 = Predictor.from_checkpoint(BUILTIN_MODEL, device="cpu", backend="torch")
-    mixed = Predictor(load_checkpoint(BUILTIN_MODEL).model, fp32.normalisation, device="cpu",
-                      precision=precision)
+    mixed = Predictor(load_checkpoint(BUILTIN_MODEL).model, fp32.normalisation, fp32.options,
+                      device="cpu", precision=precision)
     mixed.pixel_mm = fp32.pixel_mm
     assert mixed.autocast is {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     imgs = [p.image for p in phantoms((256, 256), 3)]

@@ -416,3 +416,19 @@ def test_nan_probabilities_are_an_error_not_an_empty_mask(tiny_model, monkeypatc
     results = list(iter_segment_folder(tmp_path / "a.png", tmp_path / "out", pred))
     assert results[0].status == "failed" and "NaN/Inf" in results[0].error
     assert not list((tmp_path / "out").glob("a_pred*"))
+
+
+def test_threshold_left_to_the_model(tiny_model, tmp_path):
+    """No threshold given: the checkpoint's recorded one (the built-in model's 0.6), else 0.5."""
+    from napari_brainseg.model import load_checkpoint, save_checkpoint
+
+    assert Predictor.from_checkpoint("demo").options.threshold == 0.6
+    assert Predictor.from_checkpoint("demo", SegmentOptions(threshold=0.5)).options.threshold \
+        == 0.5  # the user's choice wins
+    assert Predictor.from_checkpoint(tiny_model).options.threshold == 0.5  # records none
+    ck = load_checkpoint(tiny_model)
+    for own, expected in ((0.7, 0.7), ("0.7", 0.5), (1.5, 0.5)):  # a bad record is ignored
+        save_checkpoint(tmp_path / "m.pt", ck.model, ck.normalisation,
+                        {**ck.training, "threshold": own}, ck.metrics)
+        opts = Predictor.from_checkpoint(tmp_path / "m.pt", SegmentOptions(tta=True)).options
+        assert opts.threshold == expected and opts.tta

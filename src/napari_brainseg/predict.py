@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Generator, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 BUILTIN_MODEL = Path(__file__).resolve().parent / "models" / "tumour_unet.pt"
 #: Names that select it wherever a checkpoint path is expected.
 BUILTIN_NAMES = ("demo", "builtin")
+#: The threshold of a model whose checkpoint records none (:func:`model_options`).
+DEFAULT_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,10 @@ class SegmentOptions:
 
     Attributes
     ----------
-    threshold : float
-        Probability above which a pixel is tumour.
+    threshold : float or None
+        Probability above which a pixel is tumour. None (the default): the model's own, the
+        ``threshold`` its checkpoint records (the built-in model's, calibrated on held-out
+        synthetic tumours; see the README's model card), else 0.5.
     tta : bool
         Average the probabilities of the 4 flips (about 4x slower).
     tile : int or None
@@ -73,7 +77,7 @@ class SegmentOptions:
         pass (see ``Predictor._run``), on a GPU as one batch.
     """
 
-    threshold: float = 0.5
+    threshold: float | None = None
     tta: bool = False
     tile: int | None = 1024
     overlap: float = 0.25
@@ -83,7 +87,7 @@ class SegmentOptions:
     batch_size: int = 8
 
     def __post_init__(self) -> None:
-        if not 0 < self.threshold < 1:
+        if self.threshold is not None and not 0 < self.threshold < 1:
             raise ValueError(f"threshold must be between 0 and 1, got {self.threshold}")
         if self.tile is not None and self.tile < 32:
             raise ValueError(f"tile must be at least 32 pixels, got {self.tile}")
@@ -182,7 +186,7 @@ class Predictor:
         self._onnx: OnnxBackend | None = None
         self.model = model.eval().to(self.device).to(memory_format=torch.channels_last)
         self.normalisation = normalisation
-        self.options = options or SegmentOptions()
+        self.options = model_options(options, None)
         self.checkpoint: Checkpoint | None = None
         #: Pixel size (mm) the model works on, or None to feed slices at their own pixel size
         #: (models trained by ``brainseg train`` on the user's own slices).
@@ -224,7 +228,7 @@ class Predictor:
 
             raise CheckpointError(f"{p.name} is the skull-strip model, not a tumour model; "
                                   "use --model demo or a checkpoint from brainseg train")
-        pred = cls(ck.model, ck.normalisation, options, device, backend)
+        pred = cls(ck.model, ck.normalisation, model_options(options, ck), device, backend)
         pred.checkpoint = ck
         pred.model_path = p
         pred.model_label = "demo" if builtin else None
@@ -508,6 +512,20 @@ class ScanResult(VolumeResult):
     brain: np.ndarray | None = None
     dropped: int = 0
     warning: str | None = None
+
+
+def model_options(options: SegmentOptions | None, ck: Checkpoint | None) -> SegmentOptions:
+    """``options`` with a threshold left to the model (None) set: the one ``ck`` records, or 0.5.
+
+    A checkpoint records its threshold in its training record (``threshold``); the built-in
+    model's was calibrated so that its tumour area matches on held-out synthetic tumours.
+    """
+    opts = options or SegmentOptions()
+    if opts.threshold is not None:
+        return opts
+    own = None if ck is None else ck.training.get("threshold")
+    ok = isinstance(own, (int, float)) and 0 < float(own) < 1
+    return replace(opts, threshold=float(own) if ok else DEFAULT_THRESHOLD)
 
 
 def iter_segment_scan(

@@ -170,3 +170,15 @@ def test_batch_widget_sorts_by_uncertainty(make_napari_viewer_proxy, qtbot, tiny
     assert [row[0] for row in w.table.value["data"]] == names  # the table shows that order
     # sample PNGs hold no pixel size: uncertain areas are pixel counts, and say so
     assert all(row[4].endswith("pixels") for row in w.table.value["data"])
+
+
+def test_threshold_is_the_models_own_until_the_user_takes_it(make_napari_viewer_proxy):
+    from napari_brainseg._widgets.segment import _segment_options
+
+    viewer = make_napari_viewer_proxy()
+    for w in (SegmentWidget(viewer), BatchSegmentWidget(viewer)):
+        assert w.own_threshold.value and not w.threshold.enabled
+        assert _segment_options(w).threshold is None  # the model's: 0.6 for the built-in one
+        w.own_threshold.value = False
+        w.threshold.value = 0.35
+        assert w.threshold.enabled and _segment_options(w).threshold == 0.35

@@ -77,17 +77,21 @@ class _ModelPicker(Container):
 def _segment_options(w: Any) -> Any:
     from napari_brainseg.predict import SegmentOptions
 
-    return SegmentOptions(threshold=float(w.threshold.value), tta=bool(w.tta.value),
+    threshold = None if w.own_threshold.value else float(w.threshold.value)
+    return SegmentOptions(threshold=threshold, tta=bool(w.tta.value),
                           min_area_mm2=float(w.min_area.value), keep=w.keep.value)
 
 
 def _option_widgets(w: Any) -> list[Any]:
     w.tta = CheckBox(value=False, text="test-time augmentation (flips, 4x slower)")
-    w.threshold = FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05, label="threshold")
+    w.own_threshold = CheckBox(value=True, text="the model's own threshold (built-in: 0.6)")
+    w.threshold = FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05, label="threshold",
+                              enabled=False)
+    w.own_threshold.changed.connect(lambda on: setattr(w.threshold, "enabled", not on))
     w.min_area = FloatSpinBox(value=10.0, min=0.0, max=10_000.0, step=5.0,
                               label="min area (mm²)")
     w.keep = ComboBox(choices=["all", "largest"], value="all", label="keep components")
-    return [w.tta, w.threshold, w.min_area, w.keep]
+    return [w.tta, w.own_threshold, w.threshold, w.min_area, w.keep]
 
 
 class SegmentWidget(_WorkerWidget):

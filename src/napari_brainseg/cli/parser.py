@@ -150,8 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uncertainty-passes", type=int, default=None,
                    help="passes for --uncertainty (tta 2-4, default 4; mc-dropout 2-64, "
                         "default 8)")
-    p.add_argument("--threshold", type=float, default=0.5,
-                   help="tumour probability above which a pixel is tumour (default 0.5)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="tumour probability above which a pixel is tumour (default: the "
+                        "model's own, 0.6 for the built-in model, 0.5 for a model that "
+                        "records none)")
     p.add_argument("--min-area", type=float, default=10.0,
                    help="remove components smaller than this many mm² per slice (default 10)")
     p.add_argument("--keep", choices=["all", "largest"], default="all",
