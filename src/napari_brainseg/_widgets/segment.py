@@ -85,7 +85,8 @@ def _segment_options(w: Any) -> Any:
 def _option_widgets(w: Any) -> list[Any]:
     w.tta = CheckBox(value=False, text="test-time augmentation (flips, 4x slower)")
     w.own_threshold = CheckBox(value=True, text="the model's own threshold (built-in: 0.6)")
-    w.threshold = FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05, label="threshold",
+    # starts at the built-in model's own threshold, so the greyed slider shows what runs
+    w.threshold = FloatSlider(value=0.6, min=0.05, max=0.95, step=0.05, label="threshold",
                               enabled=False)
     w.own_threshold.changed.connect(lambda on: setattr(w.threshold, "enabled", not on))
     w.min_area = FloatSpinBox(value=10.0, min=0.0, max=10_000.0, step=5.0,
