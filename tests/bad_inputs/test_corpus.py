@@ -46,6 +46,11 @@ def test_there_are_at_least_30_cases():
                                           "sample-data"}
 
 
+def test_readme_counts_the_cases():
+    readme = (TABLE.parents[1] / "README.md").read_text(encoding="utf-8")
+    assert f"lists **{len(CASES)} cases**" in readme, "update the README's count of bad-input cases"
+
+
 def test_table_is_current(tmp_path_factory, capsys, monkeypatch, tiny_model):
     rows = []
     for case in CASES:
