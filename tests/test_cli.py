@@ -171,6 +171,24 @@ def test_skull_strip_rerun_into_the_scans_folder_leaves_its_stripped_images_alon
     assert out.count("the skull-stripped image of") == 2 and out.count("exists") == 2
 
 
+def test_skull_strip_rerun_into_a_folder_inside_the_scans_leaves_its_outputs_alone(tmp_path,
+                                                                                    capsys):
+    # skull-strip scans scans/out --masked: a re-run took out/NAME_brain_stripped for scans
+    # and wrote out/out/NAME_brain_stripped_brain_mask, one level deeper at every run
+    assert main(["sample-data", str(tmp_path / "in"), "--n", "2", "--size", "96x96",
+                 "--skull"]) == 0
+    images = tmp_path / "in" / "images"
+    args = ["skull-strip", str(images), str(images / "out"), "--masked", "--method",
+            "classical", "-q"]
+    assert main(args) == 0
+    before = sorted(p.relative_to(images).as_posix() for p in images.rglob("*"))
+    assert len([p for p in before if p.startswith("out/")]) == 4  # 2 masks, 2 stripped images
+    capsys.readouterr()
+    assert main(args) == 0
+    assert sorted(p.relative_to(images).as_posix() for p in images.rglob("*")) == before
+    assert capsys.readouterr().out.count("exists") == 2  # each scan's outputs, kept
+
+
 def test_skull_strip_never_overwrites_without_flag(tmp_path, capsys):
     main(["sample-data", str(tmp_path / "in"), "--n", "1", "--size", "96x96", "--skull"])
     out = tmp_path / "m.png"

@@ -106,6 +106,25 @@ def test_a_stripped_image_beside_its_scan_is_recognised(tmp_path, path, scan, ex
     assert naming.is_stripped_image_of(tmp_path / path, tmp_path / scan) is expected
 
 
+def test_stripped_images_of_a_folder_in_one_pass(tmp_path, monkeypatch):
+    # skull-strip compared every input with every other (is_stripped_image_of per pair):
+    # quadratic, millions of name computations (with a stat each) for a few thousand scans
+    scans = [tmp_path / "in" / f"s{k}.nii.gz" for k in range(50)]
+    stripped = [tmp_path / "in" / f"s{k}_brain_stripped.nii.gz" for k in range(0, 50, 7)]
+    others = [tmp_path / "in" / "s1.png", tmp_path / "in" / "s1_png_brain_stripped.tif",
+              tmp_path / "other" / "s2_brain_stripped.nii.gz"]
+    inputs = scans + stripped + others
+    pairwise = {p: q for p in inputs for q in inputs if naming.is_stripped_image_of(p, q)}
+    assert set(pairwise) == {*stripped, tmp_path / "in" / "s1_png_brain_stripped.tif"}
+    calls = []
+    real = naming._stripped_stems
+    monkeypatch.setattr(naming, "_stripped_stems", lambda scan: calls.append(scan) or real(scan))
+    found = naming.stripped_images(inputs)
+    assert set(found) == set(pairwise) and all(found[p].parent == p.parent for p in found)
+    assert found[tmp_path / "in" / "s1_png_brain_stripped.tif"].name == "s1.png"
+    assert len(calls) == len(inputs)  # once per input, not once per pair
+
+
 def test_colliding_names_are_one_name_in_one_folder(tmp_path):
     a, b, c, d = (tmp_path / "x" / "scan.png", tmp_path / "x" / "SCAN.jpg",
                   tmp_path / "y" / "scan.png", tmp_path / "x" / "other.png")

@@ -347,10 +347,33 @@ def is_stripped_image_of(path: str | Path, scan: str | Path) -> bool:
     path, scan = Path(path), Path(scan)
     if path.parent != scan.parent or path == scan:
         return False
+    return stem(path) in _stripped_stems(scan)
+
+
+def _stripped_stems(scan: Path) -> set[str]:
+    """The stems ``skull-strip --masked`` gives the stripped image of ``scan`` beside it."""
     mask = brain_mask_path(scan.parent, scan.name if scan.is_dir() else stem(scan), scan, 2)
     qualified = brain_mask_path(scan.parent, stem(mask)[: -len(BRAIN_MASK_SUFFIX)], scan, 2,
                                 qualify=True)  # scan_png_brain_mask: see colliding_names
-    return stem(path) in {stem(stripped_path(m)) for m in (mask, qualified)}
+    return {stem(stripped_path(m)) for m in (mask, qualified)}
+
+
+def stripped_images(inputs: Sequence[Path]) -> dict[Path, Path]:
+    """The inputs that are the stripped image of another input beside them, with that scan.
+
+    :func:`is_stripped_image_of` over every pair, in one pass over the inputs (a folder of
+    thousands of scans is not compared pair by pair).
+    """
+    owner: dict[tuple[Path, str], Path] = {}
+    for scan in inputs:
+        for s in _stripped_stems(Path(scan)):
+            owner.setdefault((Path(scan).parent, s), Path(scan))
+    found = {}
+    for p in inputs:
+        scan = owner.get((Path(p).parent, stem(p)))
+        if scan is not None and scan != Path(p):
+            found[Path(p)] = scan
+    return found
 
 
 def stripped_path(mask_path: str | Path) -> Path:

@@ -82,7 +82,7 @@ def _cmd_skull_strip(args: argparse.Namespace) -> int:
     from napari_brainseg.naming import (
         brain_mask_path,
         colliding_names,
-        is_stripped_image_of,
+        stripped_images,
         stripped_path,
         suffix_of,
     )
@@ -95,13 +95,21 @@ def _cmd_skull_strip(args: argparse.Namespace) -> int:
     pairs = [] if src.is_file() else find_pairs(src)
     # a file, or a folder that is one DICOM series, else every image of the folder
     inputs = [p.image for p in pairs] or [src]
+    dest = Path(args.output)
+    if src.is_dir() and dest.resolve() != src.resolve() and \
+            dest.resolve().is_relative_to(src.resolve()):
+        # OUTPUT inside the scans' folder (scans/out): its stripped images are outputs, not
+        # scans; a re-run stripped them again into scans/out/out/, and so on at every run
+        inputs = [p for p in inputs if not p.resolve().is_relative_to(dest.resolve())]
+        if not inputs:
+            _err(f"{src}: no scans found outside the output folder {dest}")
+            return 2
     # --masked into the scans' own folder wrote NAME_brain_stripped beside NAME: an output of
     # an earlier run, not another scan (stripping it again gave NAME_brain_stripped_brain_mask)
-    derived = {p: q for p in inputs for q in inputs if is_stripped_image_of(p, q)}
+    derived = stripped_images(inputs)
     for p, q in derived.items():
         print(f"{p}: skipped, the skull-stripped image of {q.name} (written by --masked)")
     inputs = [p for p in inputs if p not in derived]
-    dest = Path(args.output)
     if len(inputs) > 1 and (dest.is_file() or (not dest.exists() and suffix_of(dest))):
         what = "is a file" if dest.is_file() else "looks like a file name"
         _err(f"{dest}: {what}, but {src} holds {len(inputs)} scans: give an output folder "
