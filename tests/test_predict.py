@@ -315,6 +315,16 @@ def test_an_already_stripped_volume_still_gets_the_enhancement_check(tiny_model,
     assert res.brain is None  # nothing was stripped here
     assert foreground(np.ones((4, 4, 4))) is None  # no background: no brain to find this way
     assert foreground(vol)[0, 5, 5] and not foreground(vol)[0, 0, 0]
+    # a model without the check (a user's): the volume's holes are not filled for nothing
+    import napari_brainseg.predict as predict_module
+
+    def unwanted(volume):
+        raise AssertionError("foreground computed for a model without an enhancement check")
+
+    monkeypatch.setattr(predict_module, "foreground", unwanted)
+    pred.min_enhancement = None
+    res = segment_scan(pred, vol, (1.0, 1.0, 1.0), skull_strip=False)
+    assert res.dropped == 0 and res.voxels == int(marked.sum())
 
 
 def test_segment_scan_strips_volumes_by_default_but_not_single_slices(tiny_model, monkeypatch):
@@ -425,10 +435,13 @@ def test_threshold_left_to_the_model(tiny_model, tmp_path):
     assert Predictor.from_checkpoint("demo").options.threshold == 0.6
     assert Predictor.from_checkpoint("demo", SegmentOptions(threshold=0.5)).options.threshold \
         == 0.5  # the user's choice wins
-    assert Predictor.from_checkpoint(tiny_model).options.threshold == 0.5  # records none
+    # brainseg train records the threshold of its validation Dice (TrainConfig: 0.5) as its own
+    assert Predictor.from_checkpoint(tiny_model).options.threshold == 0.5
     ck = load_checkpoint(tiny_model)
-    for own, expected in ((0.7, 0.7), ("0.7", 0.5), (1.5, 0.5)):  # a bad record is ignored
+    assert ck.training["threshold"] == 0.5
+    none = {k: v for k, v in ck.training.items() if k != "threshold"}
+    for own, expected in ((0.7, 0.7), ("0.7", 0.5), (1.5, 0.5), (None, 0.5)):  # bad: ignored
         save_checkpoint(tmp_path / "m.pt", ck.model, ck.normalisation,
-                        {**ck.training, "threshold": own}, ck.metrics)
+                        none if own is None else {**none, "threshold": own}, ck.metrics)
         opts = Predictor.from_checkpoint(tmp_path / "m.pt", SegmentOptions(tta=True)).options
         assert opts.threshold == expected and opts.tta

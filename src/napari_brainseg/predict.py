@@ -583,10 +583,11 @@ def iter_segment_scan(
             break
         yield done0 + d, total
     check = brain
-    if check is None and image.ndim == 3:
+    if check is None and image.ndim == 3 and predictor.min_enhancement is not None:
         # A volume not stripped here is one the user says is stripped already: its own
         # foreground is the brain, so the enhancement check still runs (without it a stripped
-        # healthy Colin27 got 25.6 cm³ of false tumour; the tumour scans kept their Dice)
+        # healthy Colin27 got 25.6 cm³ of false tumour; the tumour scans kept their Dice).
+        # Only a model with that check (a CE-T1 one) needs it: filling a volume's holes costs.
         check = foreground(image)
     mask, dropped = predictor.drop_unenhanced(result.mask, image, check)
     n, size, unit = tumour_size(mask, spacing, known=geometry_known)
