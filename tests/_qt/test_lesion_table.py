@@ -61,3 +61,15 @@ def test_lesion_table_of_a_slice_shows_areas(make_napari_viewer_proxy, qtbot):
     _click_row(qtbot, w.lesions.table, 0)
     (box,) = viewer.layers[HIGHLIGHT].data
     assert box.shape == (4, 2) and box[:, 0].min() < 10 and box[:, 0].max() > 19
+
+
+def test_lesion_table_without_a_pixel_size_counts_pixels(make_napari_viewer_proxy):
+    # a PNG's 1 x 1 placeholder pixels: the status line said "pixels", the table "mm²"
+    viewer = make_napari_viewer_proxy()
+    mask = np.zeros((50, 50), np.uint8)
+    mask[10:20, 10:14] = 1
+    layer = viewer.add_labels(mask, name="png prediction")
+    w = SegmentWidget(viewer)
+    w.lesions.show(lesion_table(mask), layer, known=False)
+    assert w.lesions.table.data.to_list() == [["1", "40 pixels", f"{np.hypot(9, 3):.1f} pixels",
+                                               "-", "-"]]

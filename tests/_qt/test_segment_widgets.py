@@ -182,3 +182,23 @@ def test_threshold_is_the_models_own_until_the_user_takes_it(make_napari_viewer_
         w.own_threshold.value = False
         w.threshold.value = 0.35
         assert w.threshold.enabled and _segment_options(w).threshold == 0.35
+
+
+def test_a_one_slice_nifti_at_1_mm_keeps_its_pixel_size_in_the_widget(tmp_path):
+    # The widget took only an affine or a scale other than 1 for real geometry: a one-slice
+    # NIfTI (or DICOM) at 1 x 1 mm, whose reader marks its pixel size real, was measured in
+    # pixels with a guessed pixel size, while the CLI (Volume.has_geometry) used 1 mm.
+    import imageio.v3 as iio
+    import nibabel as nib
+
+    from napari_brainseg._reader import read_layers
+    from napari_brainseg._widgets.segment import _geometry_known
+
+    img = make_phantom((64, 64), "glioma", seed=1, skull=False).image
+    nib.save(nib.Nifti1Image(img.astype(np.float32), np.eye(4)), str(tmp_path / "s.nii.gz"))
+    iio.imwrite(tmp_path / "s.png", np.clip(img, 0, 255).astype(np.uint8))
+    for name, known in (("s.nii.gz", True), ("s.png", False)):
+        (data, kw, _), = read_layers(str(tmp_path / name))
+        assert data.ndim == 2 and kw["scale"] == (1.0, 1.0)
+        assert _geometry_known(kw["metadata"], kw["scale"]) is known, name
+    assert _geometry_known({}, (0.5, 0.5))  # a scale someone set

@@ -74,6 +74,17 @@ class _ModelPicker(Container):
         return str(value)
 
 
+def _geometry_known(meta: dict[str, Any], scale: tuple[float, ...]) -> bool:
+    """Whether a layer's scale is a real pixel size (as :attr:`Volume.has_geometry` says).
+
+    Real: an affine from the file, a header's pixel size (a one-slice NIfTI or DICOM, even at
+    1 x 1 mm: the reader marks it ``pixel_spacing``), or a scale someone set. A PNG's layer has
+    1 x 1 placeholder pixels: the model then guesses the pixel size, and sizes are pixels.
+    """
+    return (meta.get("affine") is not None or bool(meta.get("pixel_spacing"))
+            or any(float(v) != 1.0 for v in scale))
+
+
 def _segment_options(w: Any) -> Any:
     from napari_brainseg.predict import SegmentOptions
 
@@ -150,9 +161,7 @@ class SegmentWidget(_WorkerWidget):
         name, meta, full_scale = layer.name, dict(layer.metadata), layer.scale
         affine = meta.get("affine")
         affine = np.asarray(affine) if affine is not None else None
-        # Real geometry: an affine from the file, or a scale someone set (a PNG's layer has
-        # 1 x 1 placeholder pixels: the model then guesses the pixel size, sizes are pixels).
-        known = affine is not None or any(float(v) != 1.0 for v in scale)
+        known = _geometry_known(meta, scale)
 
         def job() -> Any:
             from napari_brainseg.metrics import lesion_table
@@ -192,7 +201,7 @@ class SegmentWidget(_WorkerWidget):
                                       visible=False)
             self.review.show(unc, layer, axis)
             show_largest_lesion(self.viewer, layer, result.mask)
-            self.lesions.show(lesions, layer)
+            self.lesions.show(lesions, layer, known=known)
             if result.warning:
                 show_warning(f"napari-brainseg: {result.warning}")
             if keep_prob and result.probability is not None:
@@ -337,17 +346,25 @@ class LesionTable(Container):
         super().__init__(widgets=[self.title, self.table], labels=False)
         self.margins = (0, 0, 0, 0)
 
-    def show(self, lesions: list[Any], layer: Labels) -> None:
-        """List ``lesions`` (from :func:`napari_brainseg.metrics.lesion_table`) of ``layer``."""
+    def show(self, lesions: list[Any], layer: Labels, known: bool = True) -> None:
+        """List ``lesions`` (from :func:`napari_brainseg.metrics.lesion_table`) of ``layer``.
+
+        ``known=False``: the pixel size is a placeholder (PNG, JPEG, TIFF, .mat), so sizes are
+        pixel (voxel) counts and diameters are in pixels, as the status line says.
+        """
         self._remove_highlight()
         self.rows, self.layer = list(lesions), layer
-        unit = "mm³" if layer.data.ndim == 3 else "mm²"
+        if known:
+            unit, length = ("mm³" if layer.data.ndim == 3 else "mm²"), "mm"
+        else:
+            unit, length = UNIT_TEXT["vox" if layer.data.ndim == 3 else "px"], "pixels"
         native = self.table.native
         native.blockSignals(True)  # filling the table is not a click
         self.table.value = {
             "#": [str(r.number) for r in lesions],
-            "size": [f"{r.size_mm:,.1f} {unit}" for r in lesions],
-            "diameter": [f"{r.diameter_mm:.1f} mm" for r in lesions],
+            "size": [f"{r.size_mm:,.1f} {unit}" if known else f"{r.size_mm:,.0f} {unit}"
+                     for r in lesions],
+            "diameter": [f"{r.diameter_mm:.1f} {length}" for r in lesions],
             "mean p": ["-" if r.mean_probability != r.mean_probability
                            else f"{r.mean_probability:.2f}" for r in lesions],
             "slices": [self._slice_text(r) for r in lesions],
