@@ -125,6 +125,20 @@ def test_stripped_images_of_a_folder_in_one_pass(tmp_path, monkeypatch):
     assert len(calls) == len(inputs)  # once per input, not once per pair
 
 
+def test_a_qualified_name_never_meets_a_plain_one(tmp_path):
+    # scan.png and scan.jpg are qualified to scan_png / scan_jpg: a scan_png.png beside them
+    # got scan_png_pred.png too (skipped as done, or replaced with --overwrite)
+    srcs = [tmp_path / "in" / n for n in ("scan.png", "scan.jpg", "scan_png.png", "other.png")]
+    dests = naming.prediction_paths(srcs, tmp_path / "in", tmp_path / "out")
+    assert [d.name for d in dests.values()] == ["scan_png_pred.png", "scan_jpg_pred.png",
+                                                "scan_png_png_pred.png", "other_pred.png"]
+    collide = naming.colliding_names(srcs)
+    assert collide == set(srcs[:3])
+    masks = [naming.brain_mask_path(tmp_path, naming.stem(s), s, 2, qualify=s in collide).name
+             for s in srcs]
+    assert len(set(masks)) == 4 and masks[2] == "scan_png_png_brain_mask.png"
+
+
 def test_colliding_names_are_one_name_in_one_folder(tmp_path):
     a, b, c, d = (tmp_path / "x" / "scan.png", tmp_path / "x" / "SCAN.jpg",
                   tmp_path / "y" / "scan.png", tmp_path / "x" / "other.png")

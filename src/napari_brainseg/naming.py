@@ -227,14 +227,23 @@ def prediction_paths(sources: Sequence[Path], root: str | Path,
     """The prediction path of every input of a run, with no two inputs sharing one.
 
     Inputs whose plain names collide (same stem in one folder, other formats; compared without
-    case, as on macOS and Windows) all get their format in the name, whatever the order.
+    case, as on macOS and Windows) all get their format in the name, whatever the order; so
+    does an input whose plain name is another's qualified one (``scan_png.png`` beside
+    ``scan.png`` and ``scan.jpg``: ``scan_png_png_pred.png``).
     """
-    plain = {src: prediction_path(src, root, out_dir) for src in sources}
-    seen: dict[str, int] = {}
-    for dest in plain.values():
-        seen[str(dest).lower()] = seen.get(str(dest).lower(), 0) + 1
-    return {src: prediction_path(src, root, out_dir, qualify=True)
-            if seen[str(dest).lower()] > 1 else dest for src, dest in plain.items()}
+    dests = {src: prediction_path(src, root, out_dir) for src in sources}
+    qualified: set[Path] = set()
+    while True:  # a qualified name may meet a plain one (scan_png.png beside scan.png, .jpg)
+        seen: dict[str, int] = {}
+        for dest in dests.values():
+            seen[str(dest).lower()] = seen.get(str(dest).lower(), 0) + 1
+        clash = [src for src, dest in dests.items()
+                 if seen[str(dest).lower()] > 1 and src not in qualified]
+        if not clash:
+            return dests
+        for src in clash:
+            dests[src] = prediction_path(src, root, out_dir, qualify=True)
+            qualified.add(src)
 
 
 def legacy_prediction_paths(dest: str | Path) -> list[Path]:
@@ -327,15 +336,27 @@ def brain_mask_path(out_dir: str | Path, name: str, source: str | Path, ndim: in
 def colliding_names(sources: Sequence[Path]) -> set[Path]:
     """The inputs whose plain output names would collide: one name in one folder, other formats.
 
-    Compared without case (as on macOS and Windows), like :func:`prediction_paths`.
+    Also an input whose plain name is another's qualified one (``scan_png.png`` beside
+    ``scan.png`` and ``scan.jpg``). Compared without case (as on macOS and Windows), like
+    :func:`prediction_paths`.
     """
-    def key(p: Path) -> tuple[str, str]:
-        return str(p.parent).lower(), (p.name if p.is_dir() else stem(p)).lower()
+    def key(p: Path, qualify: bool) -> tuple[str, str]:
+        name = p.name if p.is_dir() else stem(p)
+        if qualify:  # as brain_mask_path qualifies it
+            kind = "dicom" if p.is_dir() else suffix_of(p).strip(".").replace(".", "_")
+            name = f"{name}_{kind or 'file'}"
+        return str(p.parent).lower(), name.lower()
 
-    seen: dict[tuple[str, str], int] = {}
-    for src in sources:
-        seen[key(src)] = seen.get(key(src), 0) + 1
-    return {src for src in sources if seen[key(src)] > 1}
+    qualified: set[Path] = set()
+    while True:  # a qualified name may meet a plain one (scan_png.png beside scan.png, .jpg)
+        keys = {src: key(src, src in qualified) for src in sources}
+        seen: dict[tuple[str, str], int] = {}
+        for k in keys.values():
+            seen[k] = seen.get(k, 0) + 1
+        clash = {src for src, k in keys.items() if seen[k] > 1 and src not in qualified}
+        if not clash:
+            return qualified
+        qualified |= clash
 
 
 def is_stripped_image_of(path: str | Path, scan: str | Path) -> bool:
