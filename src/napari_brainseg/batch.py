@@ -310,9 +310,10 @@ def _two_valued(data: np.ndarray) -> bool:
 
     No MRI does: even a skull-stripped one has many intensities inside the brain.
     """
-    nonzero = data[data != 0]
-    return nonzero.size > 0 and bool((nonzero == nonzero.flat[0]).all()) and \
-        nonzero.size < data.size
+    top = data.max()
+    if top == 0 or not (data == 0).any():
+        return False
+    return not bool(((data != 0) & (data != top)).any())  # bool temporaries, no copy of the scan
 
 
 def _ground_truth(truth: Path | None, src: Path) -> tuple[np.ndarray | None, str]:

@@ -177,11 +177,12 @@ def test_threshold_is_the_models_own_until_the_user_takes_it(make_napari_viewer_
 
     viewer = make_napari_viewer_proxy()
     for w in (SegmentWidget(viewer), BatchSegmentWidget(viewer)):
-        assert w.own_threshold.value and not w.threshold.enabled
+        viewer.window.add_dock_widget(w)
+        assert w.own_threshold.value and w.threshold.native.isHidden()
         assert _segment_options(w).threshold is None  # the model's: 0.6 for the built-in one
         w.own_threshold.value = False
         w.threshold.value = 0.35
-        assert w.threshold.enabled and _segment_options(w).threshold == 0.35
+        assert not w.threshold.native.isHidden() and _segment_options(w).threshold == 0.35
 
 
 def test_a_one_slice_nifti_at_1_mm_keeps_its_pixel_size_in_the_widget(tmp_path):

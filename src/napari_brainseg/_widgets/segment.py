@@ -96,10 +96,11 @@ def _segment_options(w: Any) -> Any:
 def _option_widgets(w: Any) -> list[Any]:
     w.tta = CheckBox(value=False, text="test-time augmentation (flips, 4x slower)")
     w.own_threshold = CheckBox(value=True, text="the model's own threshold (built-in: 0.6)")
-    # starts at the built-in model's own threshold, so the greyed slider shows what runs
+    # Shown only when the user sets the threshold: a greyed value would be wrong for any
+    # model but the built-in one (each records its own; reading it means loading the model).
     w.threshold = FloatSlider(value=0.6, min=0.05, max=0.95, step=0.05, label="threshold",
-                              enabled=False)
-    w.own_threshold.changed.connect(lambda on: setattr(w.threshold, "enabled", not on))
+                              visible=False)
+    w.own_threshold.changed.connect(lambda on: setattr(w.threshold, "visible", not on))
     w.min_area = FloatSpinBox(value=10.0, min=0.0, max=10_000.0, step=5.0,
                               label="min area (mm²)")
     w.keep = ComboBox(choices=["all", "largest"], value="all", label="keep components")
