@@ -59,6 +59,7 @@ def test_review_by_uncertainty_then_fine_tune_on_the_corrected_slices(
                     timeout=120_000)
     new = tmp_path / "mine.v2.pt"
     assert new.is_file() and str(new) == RECENT_MODELS[-1]
+    assert seg.model.path() == str(new)  # the next Segment uses the fine-tuned model
     assert "1 corrected slices" in ft.status.value
     np.testing.assert_array_equal(lab.data, painted)  # nothing the user painted changed
     assert model.read_bytes() == tiny_model.read_bytes()  # the old model is kept

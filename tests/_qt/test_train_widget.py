@@ -1,6 +1,6 @@
 import numpy as np
 
-from napari_brainseg._widgets import RECENT_MODELS, TrainWidget
+from napari_brainseg._widgets import RECENT_MODELS, SegmentWidget, TrainWidget
 from napari_brainseg.model import load_checkpoint
 from napari_brainseg.synthetic import make_phantom
 
@@ -31,10 +31,13 @@ def test_two_epochs_on_layers_update_plot_and_progress(make_napari_viewer_proxy,
     il = viewer.add_image(img, name="scan")
     ll = viewer.add_labels(lab, name="scan prediction")
     w = _widget(viewer, tmp_path)
+    seg = SegmentWidget(viewer)  # open before training: the new model becomes its choice
     w.image.value, w.labels_layer.value = il, ll
     w.val_split.value = 0.25
     w.run_button.clicked.emit()
     qtbot.waitUntil(lambda: w.run_button.enabled and w._worker is None, timeout=60_000)
+    assert seg.model.choice.value == str(tmp_path / "model.pt")
+    assert "val Dice" in w.status.value and "model.pt" in w.status.value
     assert w.plot.epochs == [1, 2]
     assert len(w.plot.ax_loss.lines) == 2 and len(w.plot.ax_dice.lines[0].get_xdata()) == 2
     assert w.progress.value == w.progress.max > 0
@@ -157,3 +160,41 @@ def test_one_volume_warning_is_a_notification(make_napari_viewer_proxy, qtbot, t
     w.run_button.clicked.emit()
     assert any("one patient/volume only" in m for m in shown)
     qtbot.waitUntil(lambda: w._worker is None, timeout=60_000)
+
+
+def test_an_existing_model_file_is_never_replaced(make_napari_viewer_proxy, tmp_path):
+    viewer = make_napari_viewer_proxy()
+    img, lab = _stack(2)
+    w = _widget(viewer, tmp_path)
+    w.image.value = viewer.add_image(img, name="scan")
+    w.labels_layer.value = viewer.add_labels(lab, name="scan prediction")
+    for existing in ("model.pt", "model.last.pt"):  # the best model or its resumable state
+        (tmp_path / existing).write_bytes(b"a model")
+        assert w._train_job() is None  # refused with a notification, nothing started
+        assert (tmp_path / existing).read_bytes() == b"a model"
+        (tmp_path / existing).unlink()
+
+
+def test_status_without_validation_slices_says_so(make_napari_viewer_proxy, tmp_path):
+    import math
+
+    from napari_brainseg.train import EpochReport, TrainResult
+
+    viewer = make_napari_viewer_proxy()
+    img, lab = _stack(2)
+    w = _widget(viewer, tmp_path)
+    w.image.value = viewer.add_image(img, name="scan")
+    w.labels_layer.value = viewer.add_labels(lab, name="scan prediction")
+    gen, done, on_yield = w._train_job()
+    gen.close()
+    # No slice held out: the model is the last epoch's and its score is minus the train loss.
+    report = EpochReport(2, 2, 1.669, math.nan, math.nan, math.nan, math.nan, 1e-3, 1.0, True)
+    on_yield(report)
+    assert "nan" not in w.status.value and "no validation" in w.status.value
+    done(TrainResult(tmp_path / "model.pt", tmp_path / "model.last.pt", 2, -1.669, 2, False,
+                     False, [report]))
+    assert "Dice" not in w.status.value and "-1.669" not in w.status.value
+    assert "train loss 1.669" in w.status.value
+    done(TrainResult(tmp_path / "m2.pt", tmp_path / "m2.last.pt", 0, -math.inf, 0, True,
+                     False, []))  # cancelled in the first epoch: no file was written
+    assert "no model saved" in w.status.value and RECENT_MODELS[-1] != str(tmp_path / "m2.pt")

@@ -11,7 +11,7 @@ from napari.utils.notifications import show_error, show_info
 
 from ._base import _WorkerWidget
 from .segment import PREDICTION_KEY
-from .train import RECENT_MODELS
+from .train import remember_model
 
 
 class FinetuneWidget(_WorkerWidget):
@@ -97,7 +97,7 @@ class FinetuneWidget(_WorkerWidget):
         def done(res: Any) -> None:
             if res is None:
                 return
-            RECENT_MODELS.append(str(res.path))
+            remember_model(res.path)
             gain = ("no held-out slices (correct 5 or more to measure)"
                     if res.dice_before is None else
                     f"held-out Dice {res.dice_before:.3f} -> {res.dice_after:.3f} "
@@ -105,7 +105,7 @@ class FinetuneWidget(_WorkerWidget):
             self.status.value = (f"{len(fixed)} corrected slices: {gain}; "
                                  f"new model {res.path.name}")
             show_info(f"napari-brainseg: fine-tuned in {res.seconds:.0f} s; {gain}. "
-                      f"Saved {res.path}; it is now offered in Segment.")
+                      f"Saved {res.path}; it is now the model in Segment.")
 
         def progress(item: Any) -> None:
             self.progress.max = item.total

@@ -24,7 +24,7 @@ from napari_brainseg._reader import prediction_colormap
 from napari_brainseg.lesions import UNIT_TEXT
 
 from ._base import _grey_data, _layer_scale, _WorkerWidget
-from .train import RECENT_MODELS
+from .train import NEW_MODELS, RECENT_MODELS
 
 # --------------------------------------------------------------------------- segmentation
 
@@ -60,6 +60,15 @@ class _ModelPicker(Container):
         self.choice.native.setMinimumContentsLength(24)
         self.file = FileEdit(mode="r", filter="*.pt", label="checkpoint")
         super().__init__(widgets=[self.choice, self.file], labels=True)
+        NEW_MODELS.added.connect(self._choose_new)  # a weak reference: no leak when closed
+
+    def _choose_new(self, path: str) -> None:
+        """A model just trained or fine-tuned in this session becomes the choice."""
+        try:
+            self.choice.reset_choices()
+            self.choice.value = path
+        except RuntimeError:  # its Qt widget went with a closed viewer
+            NEW_MODELS.added.disconnect(self._choose_new)
 
     def path(self) -> str:
         """'demo' or a checkpoint path; raises ValueError when none is usable."""

@@ -17,6 +17,7 @@ from magicgui.widgets import (
 )
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
+from psygnal import Signal
 
 from napari_brainseg.loss_config import DEFAULT_LOSS, LOSS_NAMES
 
@@ -26,6 +27,22 @@ from ._base import _WorkerWidget
 
 #: Checkpoints trained in this napari session, newest last (offered by the segment widget).
 RECENT_MODELS: list[str] = []
+
+
+class _NewModels:
+    """``added(path)`` is emitted when a model is trained or fine-tuned in this session."""
+
+    added = Signal(str)
+
+
+#: The model pickers of Segment and Batch listen to it: the newest model becomes their choice.
+NEW_MODELS = _NewModels()
+
+
+def remember_model(path: str | Path) -> None:
+    """Offer a model trained in this session for segmentation, as the current choice."""
+    RECENT_MODELS.append(str(path))
+    NEW_MODELS.added.emit(str(path))
 
 
 def _default_model_path() -> Path:
@@ -176,6 +193,7 @@ class TrainWidget(_WorkerWidget):
             TrainConfig,
             ValidationProgress,
             iter_training,
+            last_path_for,
         )
 
         try:
@@ -198,10 +216,14 @@ class TrainWidget(_WorkerWidget):
             init = str(self.init_model.value) if self.fine_tune.value else None
             if init is not None and not Path(init).is_file():
                 raise ValueError(f"no checkpoint at {init}; choose the model to fine-tune")
+            out = Path(self.out.value)
+            existing = [p for p in (out, last_path_for(out)) if p.exists()]
+            if existing:  # as the CLI without --overwrite: a trained model is never replaced
+                raise ValueError(f"{existing[0]} exists: a trained model is never replaced; "
+                                 "choose another file in 'save model to'")
         except ValueError as exc:
             show_error(f"napari-brainseg: {exc}")
             return None
-        out = Path(self.out.value)
         self._stop = threading.Event()
         gen = iter_training(train_s, val_s, out, cfg,
                             UNetConfig(base_filters=int(self.base_filters.value)), init=init,
@@ -215,8 +237,10 @@ class TrainWidget(_WorkerWidget):
             # is still being validated.
             if isinstance(item, EpochReport):
                 self.plot.add(item)
+                val = (f"val Dice {item.val_dice:.3f}" if math.isfinite(item.val_dice)
+                       else "no validation slices")
                 self.status.value = (f"epoch {item.epoch}/{item.epochs}: loss "
-                                     f"{item.train_loss:.3f}, val Dice {item.val_dice:.3f}")
+                                     f"{item.train_loss:.3f}, {val}")
             elif isinstance(item, ValidationProgress):
                 self.progress.value = (item.epoch - 1) * per_epoch[0] + (
                     per_epoch[0] - item.steps) + item.step
@@ -230,16 +254,22 @@ class TrainWidget(_WorkerWidget):
         def done(result: Any) -> None:
             if result is None:
                 return
-            if result.best_epoch:
-                RECENT_MODELS.append(str(result.best_path))
             word = "cancelled" if result.cancelled else (
                 "stopped early" if result.stopped_early else "done")
             if not result.cancelled:
                 self.progress.value = self.progress.max
-            self.status.value = (f"{word}: best epoch {result.best_epoch}, Dice "
-                                 f"{result.best_score:.3f} -> {result.best_path.name}")
             self.out.value = str(_default_model_path())  # the next run never overwrites
+            if not result.best_epoch:
+                self.status.value = f"{word} before the first epoch ended: no model saved"
+                return
+            if any(math.isfinite(r.val_dice) for r in result.history):
+                score = f"best epoch {result.best_epoch}, val Dice {result.best_score:.3f}"
+            else:  # nothing held out: the model is the last epoch's, its score the train loss
+                score = (f"epoch {result.best_epoch} (no validation slices), train loss "
+                         f"{-result.best_score:.3f}")
+            self.status.value = f"{word}: {score} -> {result.best_path.name}"
             self.init_model.value = str(result.best_path)
+            remember_model(result.best_path)
 
         return gen, done, on_yield
 
