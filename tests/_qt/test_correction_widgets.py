@@ -45,7 +45,8 @@ def test_review_by_uncertainty_then_fine_tune_on_the_corrected_slices(
     here = review.ranked[0]
     lab.paint((here, 3, 3), 1, refresh=True)
     lab.paint((here, 40, 40), 1, refresh=True)
-    assert "corrected slices: 1" in review.info.value and "corrected)" in review.info.value
+    qtbot.waitUntil(lambda: "corrected slices: 1" in review.info.value, timeout=5_000)
+    assert "corrected)" in review.info.value
     painted = lab.data.copy()
 
     ft = FinetuneWidget(viewer)
@@ -78,3 +79,24 @@ def test_fine_tune_without_corrections_says_what_to_do(make_napari_viewer_proxy,
     ft.image.value, ft.labels_layer.value = image, lab
     assert ft._job() is None  # nothing corrected: a notification, no worker
     assert ft._worker is None
+
+
+def test_corrected_count_follows_polygon_and_undo(make_napari_viewer_proxy, qtbot):
+    from napari_brainseg._widgets.segment import PREDICTION_KEY, UncertainSlices
+
+    viewer = make_napari_viewer_proxy()
+    pred = np.zeros((4, 32, 32), np.uint8)
+    lab = viewer.add_labels(pred.copy(), name="vol prediction", metadata={PREDICTION_KEY: pred})
+    review = UncertainSlices(viewer)
+    review.show(None, lab, 0)
+    assert review.info.value == "corrected slices: 0"
+    # The polygon tool (napari emits its paint event before the pixels are written) ...
+    viewer.dims.set_current_step(0, 2)
+    lab.paint_polygon([(2, 4, 4), (2, 4, 20), (2, 20, 20)], 1)
+    qtbot.waitUntil(lambda: "corrected slices: 1" in review.info.value, timeout=5_000)
+    assert "(slice 2 corrected)" in review.info.value
+    # ... and Ctrl+Z (only set_data is emitted) both update the count.
+    lab.undo()
+    qtbot.waitUntil(lambda: "corrected slices: 0" in review.info.value, timeout=5_000)
+    lab.redo()
+    qtbot.waitUntil(lambda: "corrected slices: 1" in review.info.value, timeout=5_000)

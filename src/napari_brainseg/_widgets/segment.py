@@ -258,6 +258,7 @@ class UncertainSlices(Container):
         self.pos = -1
         self.layer: Labels | None = None
         self.axis = 0
+        self._update_pending = False
         self.prev_button = PushButton(text="< previous", enabled=False)
         self.next_button = PushButton(text="most uncertain next >", enabled=False)
         self.info = Label(value="")
@@ -279,7 +280,21 @@ class UncertainSlices(Container):
                        if unc is not None and layer.data.ndim == 3 else [])
         enabled = bool(self.ranked)
         self.prev_button.enabled = self.next_button.enabled = enabled
-        layer.events.paint.connect(self._update_info)
+        # napari emits paint before a polygon or a programmatic paint reaches the data, and
+        # undo/redo emit only set_data: count the corrected slices once the edit is done.
+        layer.events.paint.connect(self._update_soon)
+        layer.events.set_data.connect(self._update_soon)
+        self._update_info()
+
+    def _update_soon(self, *_: Any) -> None:
+        from qtpy.QtCore import QTimer
+
+        if not self._update_pending:  # one count for a burst of events (a slider move)
+            self._update_pending = True
+            QTimer.singleShot(0, self._update_now)
+
+    def _update_now(self) -> None:
+        self._update_pending = False
         self._update_info()
 
     def corrected(self) -> list[int]:
