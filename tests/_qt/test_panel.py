@@ -74,3 +74,24 @@ def test_every_field_of_every_tab_has_its_label_in_an_empty_viewer(make_napari_v
     unlabelled = [f"{type(c).__name__}.{w.label}" for tab in panel.widgets
                   for c, w in fields(tab) if c.labels is not True or w._labeled_widget() is None]
     assert unlabelled == []
+
+
+
+def test_a_long_status_wraps_inside_its_tab(make_napari_viewer_proxy):
+    """A status naming a model file widened the Correct & train tab past its scroll area: the
+    Cancel and Choose buttons went off the right edge and the status was cut off."""
+    from qtpy.QtWidgets import QApplication
+
+    viewer = make_napari_viewer_proxy()
+    panel = BrainSegPanel(viewer)
+    area = panel.widget(2)
+    narrow = area.minimumWidth()  # what the tab was sized for, before any status
+    panel.finetune.status.value = ("12 corrected slices: held-out Dice 0.851 -> 0.948 (3 slices);"
+                                   " new model tumour_unet_fine_tuned_on_my_scans.v12.pt")
+    panel.train.status.value = ("cancelled: best epoch 2, val Dice 0.012 -> "
+                                "model-20261130-101718-a-long-model-name-for-this-run.pt")
+    for _ in range(3):  # the layouts' update requests (no timing involved)
+        QApplication.sendPostedEvents()
+    assert area.widget().minimumSizeHint().width() <= narrow
+    for w in (panel.finetune, panel.train):  # (shown, the tab grew to the widest label's)
+        assert w.status.native.minimumSizeHint().width() <= narrow

@@ -15,6 +15,7 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, QObject
+from qtpy.QtWidgets import QSizePolicy
 
 
 def _layer_scale(layer: Any) -> tuple[float, ...]:
@@ -121,6 +122,11 @@ class _WorkerWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
         self.status = Label(value="")
+        # A long status (a model's file name, an error) wraps instead of widening the tab past
+        # its scroll area, which hid the buttons and cut the status off.
+        self.status.native.setWordWrap(True)
+        self.status.native.setSizePolicy(QSizePolicy.Policy.Ignored,
+                                         QSizePolicy.Policy.Preferred)
         self.run_button.changed.connect(self._start)
         self.cancel_button.changed.connect(self.cancel)
         self._close_watch = _StopWhenClosed(self)
