@@ -198,3 +198,16 @@ def test_status_without_validation_slices_says_so(make_napari_viewer_proxy, tmp_
     done(TrainResult(tmp_path / "m2.pt", tmp_path / "m2.last.pt", 0, -math.inf, 0, True,
                      False, []))  # cancelled in the first epoch: no file was written
     assert "no model saved" in w.status.value and RECENT_MODELS[-1] != str(tmp_path / "m2.pt")
+
+
+def test_a_refused_start_replaces_the_last_runs_status(make_napari_viewer_proxy, tmp_path):
+    viewer = make_napari_viewer_proxy()
+    img, lab = _stack(2)
+    w = _widget(viewer, tmp_path)
+    w.image.value = viewer.add_image(img, name="scan")
+    w.labels_layer.value = viewer.add_labels(lab[:1], name="other")  # another shape
+    w.status.value = "done: best epoch 2, val Dice 0.900 -> model.pt"  # the last run's
+    w.progress.max, w.progress.value = 10, 10
+    w.run_button.clicked.emit()
+    assert w._worker is None  # refused before any work
+    assert "differ in shape" in w.status.value and w.progress.value == 0

@@ -13,7 +13,12 @@ from magicgui.widgets import (
     ProgressBar,
     PushButton,
 )
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import (
+    notification_manager,
+    show_error,
+    show_info,
+    show_warning,
+)
 from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QSizePolicy
 
@@ -139,10 +144,17 @@ class _WorkerWidget(Container):
     def _start(self) -> None:
         from napari.qt.threading import create_worker
 
+        seen = len(notification_manager.records)
         with _CollectWarnings(threading.get_ident()) as setup:
             job = self._make_job()
+        said = [str(n.message) for n in notification_manager.records[seen:]]
         setup.notify()
         if job is None:
+            # The reason was a notification, which fades: the status line keeps it, so the
+            # last run's "done: ..." is not taken for the result of this click.
+            self.status.value = (said[-1].removeprefix("napari-brainseg: ") if said
+                                 else "not started")
+            self.progress.value = 0
             return
         gen, on_done, *rest = job
         on_progress = rest[0] if rest else self._on_progress
