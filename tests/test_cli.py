@@ -292,6 +292,8 @@ def test_train_prints_samples_per_second(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert code == 0 and "training on 4 slices" in out
     assert re.search(r"epoch +1/1 .* 4\.0 samples/s", out), out
+    # --val-split 0 holds nothing out: no "val Dice nan", no "validation Dice -<train loss>"
+    assert "no validation slices" in out and "nan" not in out and "Dice -" not in out, out
 
 def _interrupting_training(epochs_before: int):
     """A stand-in for iter_training that finishes ``epochs_before`` epochs, then gets Ctrl-C."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +83,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
                     bar.close()
                     bar = None
                 star = " *" if item.is_best else ""
+                val = (f"val loss {item.val_loss:.4f}  val Dice {item.val_dice:.4f}  "
+                       f"P {item.val_precision:.3f} R {item.val_recall:.3f}"
+                       if math.isfinite(item.val_dice) else "no validation slices")
                 say(f"epoch {item.epoch:3d}/{item.epochs}  loss {item.train_loss:.4f}  "
-                      f"val loss {item.val_loss:.4f}  val Dice {item.val_dice:.4f}  "
-                      f"P {item.val_precision:.3f} R {item.val_recall:.3f}  lr {item.lr:.2g}  "
-                      f"{item.seconds:.1f}s  {item.samples_per_s:.1f} samples/s{star}",
-                      flush=True)
+                    f"{val}  lr {item.lr:.2g}  "
+                    f"{item.seconds:.1f}s  {item.samples_per_s:.1f} samples/s{star}",
+                    flush=True)
     except CheckpointError as exc:
         _err(str(exc))
         return 2
@@ -112,8 +115,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
             dist.destroy_process_group()
     how = " (stopped early)" if result.stopped_early else ""
-    say(f"best epoch {result.best_epoch} (validation Dice {result.best_score:.4f}){how}: "
-        f"{result.best_path}; last epoch with optimizer state: {result.last_path}")
+    if any(math.isfinite(r.val_dice) for r in result.history):
+        score = f"best epoch {result.best_epoch} (validation Dice {result.best_score:.4f})"
+    else:  # nothing held out: the model is the last epoch's, its score minus the train loss
+        score = (f"epoch {result.best_epoch} (no validation slices; train loss "
+                 f"{-result.best_score:.4f})")
+    say(f"{score}{how}: {result.best_path}; last epoch with optimizer state: "
+        f"{result.last_path}")
     if ddp is not None:
         print(f"rank {ddp.rank}/{ddp.world}: final weights sha256 {result.weights_sha256}",
               flush=True)
