@@ -111,7 +111,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     u_head = "  uncertainty (slice)" if u_opts is not None else ""
     print(f"{'file':{width}s}  status   tumour          Dice   seconds{u_head}")
     for r in rows:
-        size = f"{r.size_mm:9.1f} {r.unit}" if r.status != "failed" else " " * 13
+        counts = r.unit in ("px", "vox")  # no pixel size in the file: a count, no decimals
+        size = (" " * 13 if r.status == "failed" else
+                f"{r.voxels:9d} {r.unit:<3}" if counts else f"{r.size_mm:9.1f} {r.unit}")
         dice = f"{r.dice:.3f}" if r.dice is not None else "  -  "
         u = ""
         if r.uncertainty is not None:
