@@ -6,7 +6,7 @@ import sys
 CORE_NUMPY = ["naming", "provenance", "io", "volume", "formats.nifti", "formats.dicom",
               "formats.figshare", "formats.raster", "preprocess", "synthetic", "skullstrip",
               "metrics", "study_report", "synthesis", "synthesis.anatomy", "synthesis.tumours",
-              "synthesis.acquisition", "batch_inputs", "results_table"]
+              "synthesis.acquisition", "batch_inputs", "results_table", "segment_options"]
 CORE_ALL = CORE_NUMPY + ["cli", "model", "losses", "data", "train", "predict", "batch", "study",
                          "tuning",
                          "skullstrip_learned"]

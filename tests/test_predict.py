@@ -294,7 +294,8 @@ def test_components_that_do_not_enhance_are_dropped(tiny_model):
 def test_an_already_stripped_volume_still_gets_the_enhancement_check(tiny_model, monkeypatch):
     # segment stripped/ --no-skull-strip ran no enhancement check at all (no brain mask): a
     # stripped healthy Colin27 got 25.6 cm³ of false tumour. Its foreground is the brain.
-    from napari_brainseg.predict import VolumeResult, foreground, segment_scan
+    from napari_brainseg.predict import VolumeResult, segment_scan
+    from napari_brainseg.preprocess import foreground
 
     vol = np.zeros((6, 60, 60), np.float32)  # background 0 around a stripped brain
     vol[:, 5:55, 5:55] = 100.0  # white matter at 100

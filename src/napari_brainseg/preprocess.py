@@ -183,3 +183,18 @@ def contrast_warning(image: np.ndarray, brain: np.ndarray,
     return (f"this scan does not look like a T1 (deep brain / cortex intensity {ratio:.2f}, "
             "T1 is above 1): grey matter is brighter than white matter, as on T2, FLAIR or PD. "
             "The built-in model was trained for contrast-enhanced T1; its result is unreliable.")
+
+
+def foreground(volume: np.ndarray) -> np.ndarray | None:
+    """The voxels of a skull-stripped volume above its background, holes filled: bool.
+
+    None when nothing is background (every voxel above the minimum, or none): the volume is
+    then not a stripped one and has no brain to find this way.
+    """
+    from scipy import ndimage as ndi
+
+    vol = np.asarray(volume)
+    fg = vol > vol.min()
+    if fg.all() or not fg.any():
+        return None
+    return ndi.binary_fill_holes(fg)
