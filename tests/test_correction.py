@@ -134,3 +134,24 @@ def test_spacing_resamples_to_the_model_grid(tiny_model, tmp_path, monkeypatch):
     assert 150 <= m2.sum() <= 250  # 10 x 20 px of 1 mm² = 200 mm² stays 200 mm²
     i3, m3 = correction.to_model_grid(ck, Correction(img, msk))
     assert i3.shape == (40, 60) and m3.sum() == 200
+
+
+def test_finetune_keeps_and_scores_at_the_models_own_threshold(tiny_model, tmp_path,
+                                                               monkeypatch):
+    """The built-in model runs at its recorded 0.6: the fine-tuned version keeps it, and its
+    held-out Dice before and after is measured at it, as the model will run."""
+    from napari_brainseg import correction
+    from napari_brainseg.model import save_checkpoint
+
+    ck = load_checkpoint(tiny_model)
+    save_checkpoint(tmp_path / "own.pt", ck.model, ck.normalisation,
+                    {**ck.training, "threshold": 0.6}, ck.metrics)
+    seen = []
+    real = correction._dice
+    monkeypatch.setattr(correction, "_dice",
+                        lambda m, pairs, threshold: seen.append(threshold) or real(m, pairs,
+                                                                                   threshold))
+    res = finetune(tmp_path / "own.pt", _corrections(6), tmp_path / "new.pt", None,
+                   FinetuneConfig(steps=2, batch_size=2, patch=64, holdout_fraction=0.3))
+    assert seen == [0.6, 0.6] and res.dice_before is not None
+    assert load_checkpoint(res.path).training["threshold"] == 0.6

@@ -32,6 +32,7 @@ from .model import Checkpoint, load_checkpoint, save_checkpoint
 from .predict import BUILTIN_MODEL, BUILTIN_NAMES
 from .preprocess import normalise
 from .progress import drain
+from .segment_options import model_options
 
 #: A replay source: draws one ``(image, mask)`` pair already on the model's grid (float32
 #: intensities as in the model's training data, uint8 mask).
@@ -164,14 +165,16 @@ def _crop(img: np.ndarray, msk: np.ndarray, size: int,
     return _crop_or_pad(img, msk, size, rng)
 
 
-def _dice(model: torch.nn.Module, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> float:
+def _dice(model: torch.nn.Module, pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+          threshold: float) -> float:
+    """Pooled Dice of ``model`` on ``pairs`` at ``threshold`` (the model's own, as it runs)."""
     inter = total = 0.0
     with torch.inference_mode():
         for img, msk in pairs:
             h, w = img.shape
             ph, pw = (-h) % 16, (-w) % 16  # the U-Net needs sides divisible by 2**depth
             x = F.pad(torch.from_numpy(img)[None, None], (0, pw, 0, ph))
-            pred = (torch.sigmoid(model(x))[0, 0, :h, :w] > 0.5).numpy()
+            pred = (torch.sigmoid(model(x))[0, 0, :h, :w] > threshold).numpy()
             inter += float(np.logical_and(pred, msk).sum())
             total += float(pred.sum() + msk.sum())
     return 1.0 if total == 0 else 2 * inter / total
@@ -226,7 +229,8 @@ def iter_finetune(
     holdout = [pairs[i] for i in order[:n_hold]]
     train_pairs = [pairs[i] for i in order[n_hold:]]
     model = ck.model
-    before = _dice(model.eval(), holdout) if holdout else None
+    threshold = float(model_options(None, ck).threshold)  # the fine-tune keeps it (below)
+    before = _dice(model.eval(), holdout, threshold) if holdout else None
 
     torch.manual_seed(cfg.seed)
     loss_fn = make_loss(LossConfig("dice+bce"))
@@ -251,7 +255,7 @@ def iter_finetune(
         opt.step()
         yield FinetuneProgress(step + 1, cfg.steps, float(loss.detach()))
     model.eval()
-    after = _dice(model, holdout) if holdout else None
+    after = _dice(model, holdout, threshold) if holdout else None
     training = dict(ck.training)
     training["finetuned_from"] = {"file": src.name, "sha256": _sha256(src)}
     training["corrections"] = {"train": len(train_pairs), "holdout": n_hold,
